@@ -1,0 +1,259 @@
+"""The autograd engine: graph order, accumulation, freeing, grad modes, errors."""
+
+import gc
+import time
+import weakref
+
+import numpy as np
+import pytest
+
+import minires
+from minires import backend
+from minires.autograd import Function, Tensor, _topological_order
+
+
+def test_reused_tensor_gets_summed_gradient():
+    # a = 1; b = a + a; c = b + b  ->  c = 4a, dc/da = 4 (not 2, as a naive walk gives)
+    a = minires.tensor(1.0, requires_grad=True)
+    b = a + a
+    c = b + b
+    c.backward()
+    assert c.item() == 4.0
+    assert a.grad.item() == 4.0
+
+
+def test_diamond_graph():
+    # x -> (y1 = x^2, y2 = 3x) -> z = y1 * y2 = 3x^3, dz/dx = 9x^2
+    x = minires.tensor(2.0, dtype="float64", requires_grad=True)
+    y1, y2 = x * x, 3 * x
+    z = y1 * y2
+    z.backward()
+    assert z.item() == pytest.approx(24.0)
+    assert x.grad.item() == pytest.approx(36.0)
+
+
+def test_topological_order_puts_consumers_first():
+    x = minires.tensor(1.0, requires_grad=True)
+    y = x.exp()
+    z = y * y + y.log()  # y is consumed by Mul and Log
+    order = _topological_order(z.creator)
+    position = {f: i for i, f in enumerate(order)}
+    for f in order:
+        for t in f.inputs:
+            if t.creator is not None:
+                assert position[t.creator] > position[f], "a producer ran before its consumer"
+
+
+def test_gradients_accumulate_and_zero_grad_clears():
+    w = minires.tensor([1.0, 2.0], requires_grad=True)
+    (w * 3).sum().backward()
+    (w * 3).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [6.0, 6.0])
+    w.zero_grad()
+    assert w.grad is None
+    (w * w).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [2.0, 4.0])
+
+
+def test_second_backward_on_freed_graph_raises():
+    x = minires.tensor([1.0, 2.0], requires_grad=True)
+    y = (x.exp() * 2).sum()
+    y.backward()
+    first = x.grad.numpy().copy()
+    with pytest.raises(RuntimeError, match="second time"):
+        y.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), first)  # no silent double counting
+
+
+def test_retain_graph_allows_second_backward():
+    x = minires.tensor([1.0, 2.0], dtype="float64", requires_grad=True)
+    y = (x.exp() * 2).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 4 * np.exp([1.0, 2.0]))
+
+
+def test_graph_is_freed_after_backward():
+    x = minires.tensor(np.ones(1000), requires_grad=True)
+    y = x.exp()
+    function = y.creator
+    y.sum().backward()
+    # the function no longer holds its saved output or inputs
+    assert not hasattr(function, "y") and not hasattr(function, "inputs")
+
+
+def test_graph_is_garbage_once_the_loss_is_dropped():
+    x = minires.tensor(np.ones(10), requires_grad=True)
+    loss = (x.exp() * 2).sum()
+    creator_ref = weakref.ref(loss.creator)
+    del loss
+    gc.collect()
+    assert creator_ref() is None
+
+
+def test_long_chain_backprops_without_recursion_and_in_linear_time():
+    def chain_time(n):
+        x = minires.tensor(1.0, dtype="float64", requires_grad=True)
+        y = x
+        for _ in range(n):
+            y = y * 1.0001
+        start = time.perf_counter()
+        y.backward()
+        return time.perf_counter() - start, x.grad.item()
+
+    t_10k, grad = chain_time(10_000)
+    assert grad == pytest.approx(1.0001**10_000)
+    t_20k, _ = chain_time(20_000)
+    # linear: twice the graph takes about twice the time (generous bound for noisy CI)
+    assert t_20k < 5 * t_10k + 0.05
+
+
+def test_no_grad_records_nothing():
+    x = minires.tensor([1.0], requires_grad=True)
+    with minires.no_grad():
+        y = x * 2
+        with minires.enable_grad():
+            z = x * 2
+    assert y.creator is None and not y.requires_grad
+    assert z.requires_grad
+    assert minires.is_grad_enabled()
+
+
+def test_detach_cuts_the_graph():
+    x = minires.tensor([1.0, 2.0], requires_grad=True)
+    y = x * x
+    z = (y.detach() * x).sum()  # only the direct x factor carries gradient
+    z.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 4.0])
+    assert y.detach().data is y.data
+
+
+def test_retain_grad_on_intermediate():
+    x = minires.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 3
+    y.retain_grad()
+    (y * y).sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [6.0, 12.0])
+
+
+def test_unused_output_of_multi_output_function_gets_zero_gradient():
+    class SplitHalves(Function):
+        def forward(self, x):
+            half = x.shape[0] // 2
+            return x[:half].copy(), x[half:].copy()
+
+        def backward(self, g_first, g_second):
+            return np.concatenate([g_first, g_second])
+
+    x = minires.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    first, _second = SplitHalves()(x)
+    (first * 5).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [5.0, 5.0, 0.0, 0.0])
+
+
+# ------------------------------------------------------------------------ errors
+
+
+def test_non_scalar_backward_needs_gradient():
+    x = minires.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"shape \(2,\)"):
+        (x * 2).backward()
+
+
+def test_backward_gradient_shape_is_checked():
+    x = minires.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(ValueError, match=r"\(3,\).*\(2,\)"):
+        (x * 2).backward(np.ones(3))
+
+
+def test_backward_on_tensor_without_grad_raises():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        minires.tensor(1.0).backward()
+
+
+def test_integer_tensor_cannot_require_grad():
+    with pytest.raises(TypeError, match="int64"):
+        minires.tensor([1, 2, 3], requires_grad=True)
+
+
+def test_mismatched_shapes_name_both_shapes():
+    a, b = minires.ones(2, 3), minires.ones(4)
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(4,\)"):
+        a + b
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(4,\)"):
+        a @ b
+
+
+def test_mixing_devices_names_both(monkeypatch):
+    # Pretend one tensor lives on the GPU, so the check runs without CuPy.
+    a, b = minires.ones(2), minires.ones(2)
+    monkeypatch.setattr(Tensor, "device", property(lambda t: "cuda" if t is b else "cpu"))
+    with pytest.raises(RuntimeError, match="cpu.*cuda"):
+        a + b
+
+
+@pytest.mark.skipif(minires.is_cuda_available(), reason="a GPU is available here")
+def test_cuda_without_cupy_or_gpu_says_what_is_missing():
+    with pytest.raises(RuntimeError, match="(CuPy|GPU)") as info:
+        minires.ones(2).to("cuda")
+    assert "cupy" in str(info.value).lower()
+
+
+def test_unknown_device_is_rejected():
+    with pytest.raises(ValueError, match="tpu"):
+        minires.ones(2).to("tpu")
+
+
+# ------------------------------------------------------------------------ tensor basics
+
+
+def test_default_dtype_and_switching():
+    assert minires.tensor([1.0]).dtype == np.float32
+    assert minires.tensor([1]).dtype == np.int64
+    assert minires.tensor(np.ones(2)).dtype == np.float64  # arrays keep their dtype
+    with minires.default_dtype(np.float64):
+        assert minires.tensor([1.0]).dtype == np.float64
+        assert minires.randn(2).dtype == np.float64
+    assert minires.get_default_dtype() == np.float32
+    with pytest.raises(TypeError):
+        minires.set_default_dtype(np.int32)
+
+
+def test_scalars_do_not_promote_float32():
+    x = minires.tensor([1.0, 2.0], requires_grad=True)
+    y = (2 * x + 1.5) / 3 - x**2
+    assert y.dtype == np.float32
+    y.sum().backward()
+    assert x.grad.dtype == np.float32
+
+
+def test_manual_seed_reproduces_random_tensors():
+    minires.manual_seed(7)
+    a = minires.randn(5).numpy()
+    minires.manual_seed(7)
+    b = minires.randn(5).numpy()
+    np.testing.assert_array_equal(a, b)
+    state = backend.get_rng_state()
+    c = minires.rand(3).numpy()
+    backend.set_rng_state(state)
+    np.testing.assert_array_equal(minires.rand(3).numpy(), c)
+
+
+def test_tensor_properties_and_export():
+    x = minires.tensor(np.arange(6.0).reshape(2, 3), name="x")
+    assert x.shape == (2, 3) and x.ndim == 2 and x.size == 6 and len(x) == 2
+    assert x.device == "cpu" and x.cpu() is x
+    assert isinstance(x.numpy(), np.ndarray)
+    assert minires.tensor([[3.5]]).item() == 3.5
+    with pytest.raises(ValueError, match="1-element"):
+        x.item()
+    assert "name='x'" in repr(x)
+    y = x.to(dtype=np.float32)
+    assert y.dtype == np.float32
+
+
+def test_tensor_copies_its_input():
+    data = np.ones(3)
+    x = minires.tensor(data)
+    data[0] = 5
+    assert x.numpy()[0] == 1
