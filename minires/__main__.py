@@ -40,6 +40,119 @@ def quickstart(args) -> int:
     return 0
 
 
+def _build_model(name: str, width: int, in_channels: int, num_classes: int):
+    """``minires.models.get_model`` with widths (w, 2w, 4w); a bad name or setting becomes a
+    clear error (an unknown name lists the valid ones)."""
+    from minires import models
+
+    try:
+        return models.get_model(name, widths=(width, 2 * width, 4 * width),
+                                in_channels=in_channels, num_classes=num_classes)
+    except (ValueError, TypeError) as err:
+        message = str(err)
+        if "known models" not in message:  # a known name that --width does not fit
+            cifar = [n for n in models.MODEL_NAMES if not hasattr(models.imagenet, n)]
+            message += f"; the train command builds the CIFAR-style models: {', '.join(cifar)}"
+        raise _CommandError(f"cannot build model {name!r}: {message}") from err
+
+
+class _CommandError(Exception):
+    """A mistake in the command line or its files: printed as ``error: ...``, exit code 2."""
+
+
+def _load_data(args):
+    """(train, test, train transform) for ``args.dataset``; train and test are pairs
+    (images (N, C, H, W), labels (N,))."""
+    from minires import data
+
+    if args.dataset == "mnist":
+        train, test, transform = data.load_mnist("train"), data.load_mnist("test"), None
+    else:
+        try:
+            train = data.load_cifar10(args.data_dir, "train")
+            test = data.load_cifar10(args.data_dir, "test")
+        except FileNotFoundError as err:
+            raise _CommandError(str(err)) from err
+        # The paper's augmentation: pad 4, random 32x32 crop, random horizontal flip.
+        transform = data.Compose([data.RandomCrop(32, padding=4), data.RandomHorizontalFlip()])
+    if args.limit_batches is not None:  # smoke tests: a prefix of each split
+        n = args.limit_batches * args.batch_size
+        train, test = (train[0][:n], train[1][:n]), (test[0][:n], test[1][:n])
+    return train, test, transform
+
+
+_CHANNELS = {"mnist": 1, "cifar10": 3}
+
+# Settings that must match when resuming (epochs may grow; device and output may change).
+_RESUME_KEYS = ("model", "dataset", "width", "batch_size", "lr", "warmup_epochs", "seed",
+                "limit_batches")
+
+
+def train(args) -> int:
+    """Train a model with the paper's CIFAR recipe; write history and checkpoint to --out."""
+    from pathlib import Path
+
+    import minires
+    from minires import backend, serialization
+    from minires.data import DataLoader
+    from minires.train import Trainer, paper_cifar_recipe
+
+    if args.epochs < 1 or args.batch_size < 1 or (args.limit_batches or 1) < 1:
+        raise _CommandError("--epochs, --batch-size and --limit-batches must be at least 1")
+    out = Path(args.out or f"runs/{args.model}-{args.dataset}-seed{args.seed}")
+    checkpoint_path = out / "checkpoint.pkl"
+    config = {key: getattr(args, key) for key in _RESUME_KEYS + ("epochs",)}
+    if args.resume:
+        if not checkpoint_path.exists():
+            raise _CommandError(f"--resume: no checkpoint at {checkpoint_path}; train without "
+                                "--resume first, or pass the --out of an earlier run")
+        saved = serialization.load(checkpoint_path).get("config", {})
+        differ = [f"--{k.replace('_', '-')} {saved.get(k)!r} (now {config[k]!r})"
+                  for k in _RESUME_KEYS if k in saved and saved[k] != config[k]]
+        if differ:
+            raise _CommandError(f"--resume: {checkpoint_path} was trained with different "
+                                f"settings: {'; '.join(differ)}")
+    elif checkpoint_path.exists() and not args.overwrite:
+        raise _CommandError(f"{checkpoint_path} already exists: pass --resume to continue it, "
+                            "--overwrite to start again, or another --out")
+
+    try:
+        device = backend.check_device(args.device)
+    except (ValueError, RuntimeError) as err:
+        raise _CommandError(str(err)) from err
+    minires.manual_seed(args.seed)
+    # MNIST: 1x28x28, CIFAR-10: 3x32x32; 10 classes each.  The model first: a bad name
+    # fails before CIFAR-10 is read.
+    model = _build_model(args.model, args.width, in_channels=_CHANNELS[args.dataset],
+                         num_classes=10)
+    (x, y), (x_test, y_test), transform = _load_data(args)
+    train_loader = DataLoader((x, y), args.batch_size, shuffle=True, transform=transform,
+                              seed=args.seed)
+    test_loader = DataLoader((x_test, y_test), args.batch_size, seed=args.seed)
+    try:
+        optimizer, scheduler = paper_cifar_recipe(model, len(train_loader), args.epochs,
+                                                  lr=args.lr, warmup_epochs=args.warmup_epochs)
+    except ValueError as err:
+        raise _CommandError(str(err)) from err
+    trainer = Trainer(model, optimizer, train_loader, test_loader, scheduler=scheduler,
+                      scheduler_interval="step", device=device,
+                      checkpoint_path=checkpoint_path, history_path=out / "history.json",
+                      progress=not args.no_progress, config=config)
+    print(f"{args.model} ({model.num_parameters():,} parameters) on {args.dataset}: "
+          f"{len(x)} training / {len(x_test)} test images, {len(train_loader)} iterations "
+          f"per epoch, device {device}; writing to {out}")
+    if args.resume:
+        epoch = trainer.resume(checkpoint_path)
+        print(f"resumed from {checkpoint_path} at epoch {epoch}")
+    history = trainer.fit(args.epochs)
+    last = history[-1]
+    print(f"final (epoch {last['epoch']}): train error {last['train_error']:.2%} (during "
+          f"training), test error {last['test_error']:.2%}; "
+          f"{sum(history['epoch_time']) / len(history):.1f} s per epoch")
+    print(f"wrote {out / 'history.json'}, {out / 'history.csv'}, {checkpoint_path}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minires", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -48,8 +161,48 @@ def main(argv=None) -> int:
     quick.add_argument("--lr", type=float, default=0.5)
     quick.add_argument("--seed", type=int, default=0)
     quick.set_defaults(run=quickstart)
+
+    fit = commands.add_parser(
+        "train", help="train a model with the paper's CIFAR recipe",
+        description="Train with SGD (momentum 0.9, weight decay 1e-4), the learning rate "
+        "divided by 10 at 50% and 75% of training; write history.json, history.csv and "
+        "checkpoint.pkl into --out after every epoch.")
+    fit.add_argument("--model", required=True, help="e.g. resnet20, plain20, resnet56")
+    fit.add_argument("--epochs", type=int, required=True,
+                     help="total epochs; with --resume, train on up to this epoch (the "
+                     "learning-rate schedule stays that of the original run)")
+    fit.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist",
+                     help="mnist: the embedded 4,000/1,000-digit subset (default); "
+                     "cifar10: with pad-4 crop + flip augmentation")
+    fit.add_argument("--data-dir", default=None,
+                     help="directory holding cifar-10-batches-py (default $MINIRES_CIFAR10, "
+                     "else ~/.minires/data)")
+    fit.add_argument("--batch-size", type=int, default=128)
+    fit.add_argument("--lr", type=float, default=0.1)
+    fit.add_argument("--warmup-epochs", type=float, default=0,
+                     help="linear warm-up from lr/10 over this many epochs (default 0)")
+    fit.add_argument("--width", type=int, default=16,
+                     help="channels of the first stage; stages have width, 2x, 4x (paper: 16)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--device", default="cpu", help="cpu or cuda")
+    fit.add_argument("--out", default=None,
+                     help="output directory (default runs/<model>-<dataset>-seed<seed>)")
+    fit.add_argument("--resume", action="store_true",
+                     help="continue from the checkpoint in --out")
+    fit.add_argument("--overwrite", action="store_true",
+                     help="start again even if --out already holds a checkpoint")
+    fit.add_argument("--limit-batches", type=int, default=None,
+                     help="use only this many batches per epoch (smoke tests)")
+    fit.add_argument("--no-progress", action="store_true",
+                     help="one line per epoch instead of a progress bar")
+    fit.set_defaults(run=train)
+
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except _CommandError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
