@@ -1,0 +1,274 @@
+"""What every demonstration shares: its configuration, its result, and the report.
+
+A demonstration is a module in :mod:`minires.experiments` with ``NAME``, ``TITLE`` and a
+function ``run(config) -> DemoResult``.  It states a *claim* and its *source* (paper
+section, table or figure, or a seed article), measures, and reports verdicts computed
+from the measured numbers (never written by hand): a claim can fail, and then the
+report says ``does not hold``.
+
+Output, under ``config.out``:
+
+* ``NAME.json``: every number measured, with the configuration, seed, versions and
+  wall time;
+* ``NAME_*.png``: the figures;
+* ``sections/NAME.md``: the demonstration's section of the report; ``report.md`` is
+  rebuilt from all sections present, in a fixed order, so re-running one demonstration
+  replaces its section instead of appending a duplicate.
+
+All files are written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import minires
+from minires import backend
+from minires.serialization import atomic_write
+
+# The order of sections in report.md (and of `demo all`).
+DEMO_ORDER = ("vanishing", "identity", "degradation", "shortcuts", "lesion", "highway")
+
+
+@dataclass
+class DemoConfig:
+    """How a demonstration runs.
+
+    ``mode`` is ``"quick"`` (the default: the embedded MNIST subset, small nets, minutes on
+    a laptop CPU) or ``"full"`` (the paper's recipe and sizes, meant for a GPU).  ``tiny``
+    shrinks everything further for the test suite (seconds), keeping each claim testable.
+    """
+
+    mode: str = "quick"
+    dataset: str = "mnist"
+    device: str = "cpu"
+    seed: int = 0
+    out: Path = Path("minires-out")
+    data_dir: str | None = None
+    progress: bool = True
+    tiny: bool = False
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        if self.mode not in ("quick", "full"):
+            raise ValueError(f"mode must be 'quick' or 'full', got {self.mode!r}")
+        if self.dataset not in ("mnist", "cifar10"):
+            raise ValueError(f"dataset must be 'mnist' or 'cifar10', got {self.dataset!r}")
+
+    def pick(self, tiny, quick, full):
+        """The setting for the current size: ``tiny`` (tests), ``quick`` or ``full``."""
+        if self.tiny:
+            return tiny
+        return quick if self.mode == "quick" else full
+
+
+@dataclass
+class Verdict:
+    """One claim checked against the numbers: ``holds`` is computed, never typed in."""
+
+    claim: str
+    holds: bool
+    evidence: str
+
+    @property
+    def word(self) -> str:
+        return "holds" if self.holds else "does not hold"
+
+
+@dataclass
+class Table:
+    """A results table for the report: a title, column headers, rows of values."""
+
+    title: str
+    headers: list
+    rows: list
+
+
+@dataclass
+class DemoResult:
+    """Everything a demonstration found; :func:`write_result` turns it into files."""
+
+    name: str
+    title: str
+    claim: str
+    source: str
+    setup: str
+    verdicts: list = field(default_factory=list)
+    tables: list = field(default_factory=list)
+    figures: list = field(default_factory=list)  # file names relative to config.out
+    numbers: dict = field(default_factory=dict)  # everything measured, JSON-able
+    notes: str = ""
+    wall_time_s: float = 0.0
+
+    def check(self, claim: str, holds, evidence: str) -> Verdict:
+        """Record a verdict (``holds`` must come from measured numbers)."""
+        verdict = Verdict(claim, bool(holds), evidence)
+        self.verdicts.append(verdict)
+        return verdict
+
+    def table(self, title: str, headers, rows) -> None:
+        self.tables.append(Table(title, list(headers), [list(r) for r in rows]))
+
+
+# ---------------------------------------------------------------------------- formatting
+
+
+def fmt(value, digits: int = 3) -> str:
+    """A number for a table: integers plainly, floats with ``digits`` significant digits."""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.{digits - 1}e}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def mean_std(values) -> str:
+    """``mean ± std`` of a list of numbers (population std), for multi-seed results."""
+    values = np.asarray(values, dtype=np.float64)
+    return f"{values.mean():.4f} ± {values.std():.4f}"
+
+
+def markdown_section(result: DemoResult) -> str:
+    """The report section of one demonstration, in Markdown."""
+    lines = [f"## {result.title}", "", f"**Claim.** {result.claim}", "",
+             f"**Source.** {result.source}", "", f"**Setup.** {result.setup}", ""]
+    for table in result.tables:
+        lines += [f"*{table.title}*", "",
+                  "| " + " | ".join(str(h) for h in table.headers) + " |",
+                  "|" + "---|" * len(table.headers)]
+        lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in table.rows]
+        lines.append("")
+    for figure in result.figures:
+        lines += [f"![{Path(figure).stem}]({figure})", ""]
+    if result.notes:
+        lines += [result.notes, ""]
+    lines.append("**Verdicts.**")
+    lines.append("")
+    for verdict in result.verdicts:
+        lines.append(f"- {verdict.claim}: **{verdict.word}** ({verdict.evidence})")
+    lines += ["", f"*Wall time: {result.wall_time_s:.1f} s.*", ""]
+    return "\n".join(lines)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def versions() -> dict:
+    """Versions of what produced the numbers."""
+    return {"minires": minires.__version__, "numpy": np.__version__,
+            "python": sys.version.split()[0], "platform": platform.platform()}
+
+
+def write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_result(result: DemoResult, config: DemoConfig) -> Path:
+    """Write NAME.json and sections/NAME.md, then rebuild report.md; returns report.md."""
+    out = config.out
+    payload = {
+        "name": result.name, "title": result.title, "claim": result.claim,
+        "source": result.source, "setup": result.setup,
+        "verdicts": [asdict(v) | {"verdict": v.word} for v in result.verdicts],
+        "tables": [asdict(t) for t in result.tables], "figures": result.figures,
+        "numbers": result.numbers, "config": asdict(config), "versions": versions(),
+        "wall_time_s": result.wall_time_s,
+    }
+    write_text(out / f"{result.name}.json",
+               json.dumps(payload, indent=2, default=_json_default, allow_nan=True))
+    write_text(out / "sections" / f"{result.name}.md", markdown_section(result))
+    return rebuild_report(out)
+
+
+def rebuild_report(out: Path) -> Path:
+    """report.md = a verdict summary, then every section present, in DEMO_ORDER."""
+    out = Path(out)
+    names = [n for n in DEMO_ORDER if (out / "sections" / f"{n}.md").exists()]
+    summary = ["# minires: what the ResNet paper claims, measured", "",
+               "| demonstration | claim | verdict |", "|---|---|---|"]
+    for name in names:
+        data_path = out / f"{name}.json"
+        if not data_path.exists():
+            continue
+        data = json.loads(data_path.read_text())
+        for verdict in data["verdicts"]:
+            summary.append(f"| {name} | {verdict['claim']} | **{verdict['verdict']}** |")
+    body = [(out / "sections" / f"{n}.md").read_text() for n in names]
+    return write_text(out / "report.md", "\n".join(summary) + "\n\n" + "\n".join(body))
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def pyplot():
+    """matplotlib.pyplot with a file-only backend, or a clear error naming the extra."""
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise RuntimeError("the demonstrations draw figures with matplotlib: "
+                           "pip install 'minires[demo]' (or pip install matplotlib)") from err
+    matplotlib.use("Agg")  # files only: works without a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, config: DemoConfig, name: str) -> str:
+    """Save ``fig`` as ``config.out/name`` (PNG, atomically), close it, return the name."""
+    plt = pyplot()
+    atomic_write(config.out / name, lambda f: fig.savefig(f, format="png", dpi=110,
+                                                          bbox_inches="tight"))
+    plt.close(fig)
+    return name
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def progress(iterable, description: str, enabled: bool = True, total=None):
+    """Wrap ``iterable`` in a tqdm progress bar when tqdm is installed and ``enabled``."""
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, desc=description, total=total, leave=False, dynamic_ncols=True)
+
+
+class Stopwatch:
+    """``with Stopwatch() as watch: ...`` then ``watch.seconds``."""
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.seconds = time.perf_counter() - self.start
+
+
+def seed_everything(seed: int) -> None:
+    """Seed minires's generators (weights, shuffling, augmentation, dropout)."""
+    backend.manual_seed(seed)
