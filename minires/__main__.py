@@ -2,8 +2,11 @@
 
 import argparse
 import sys
+import time
 
 import numpy as np
+
+from minires.experiments.common import DEMO_ORDER
 
 
 def quickstart(args) -> int:
@@ -153,6 +156,26 @@ def train(args) -> int:
     return 0
 
 
+def demo(args) -> int:
+    """Run one demonstration (or all) and write figures, JSON and report.md into --out."""
+    from minires.experiments import available_demos, run_demo
+    from minires.experiments.common import DemoConfig
+
+    names = available_demos() if args.name == "all" else [args.name]
+    config = DemoConfig(mode="full" if args.full else "quick", dataset=args.dataset,
+                        device=args.device, seed=args.seed, out=args.out,
+                        data_dir=args.data_dir, progress=not args.no_progress)
+    start = time.perf_counter()
+    for name in names:
+        print(f"== demo {name} ({config.mode}, {config.dataset}, {config.device})", flush=True)
+        result = run_demo(name, config)
+        for verdict in result.verdicts:
+            print(f"   {verdict.word:>13}: {verdict.claim}")
+        print(f"   ({result.wall_time_s:.1f} s)", flush=True)
+    print(f"wrote {config.out / 'report.md'} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minires", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -196,6 +219,24 @@ def main(argv=None) -> int:
     fit.add_argument("--no-progress", action="store_true",
                      help="one line per epoch instead of a progress bar")
     fit.set_defaults(run=train)
+
+    show = commands.add_parser(
+        "demo", help="run the demonstrations of the ResNet paper's claims",
+        description="Measure a claim of the ResNet paper and write figures (PNG), every "
+        "number (JSON) and a section of report.md into --out.")
+    show.add_argument("name", choices=list(DEMO_ORDER) + ["all"])
+    size = show.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help="embedded MNIST, small nets: minutes on a laptop CPU (default)")
+    size.add_argument("--full", action="store_true",
+                      help="the paper's recipe and sizes (meant for a GPU)")
+    show.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist")
+    show.add_argument("--data-dir", default=None, help="directory holding cifar-10-batches-py")
+    show.add_argument("--device", default="cpu", help="cpu or cuda")
+    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--out", default="minires-out", help="output directory")
+    show.add_argument("--no-progress", action="store_true", help="no progress bars")
+    show.set_defaults(run=demo)
 
     args = parser.parse_args(argv)
     try:
