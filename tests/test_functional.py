@@ -10,7 +10,8 @@ import pytest
 
 import minires
 import minires.functional as F
-from minires.gradcheck import compare_gradients, gradcheck
+from minires.gradcheck import gradcheck
+from tests.torch_check import assert_matches_torch
 
 TORCH_TOLERANCE = 1e-10
 
@@ -96,17 +97,8 @@ def test_gradcheck(name, fn, torch_fn, make):
 @pytest.mark.torch
 @pytest.mark.parametrize("name, fn, torch_fn, make", CASES, ids=[c[0] for c in CASES])
 def test_matches_torch(torch, name, fn, torch_fn, make):
-    ours = make(np.random.default_rng(1))
-    theirs = [torch.tensor(t.numpy(), requires_grad=True) for t in ours]
-    out, out_torch = fn(*ours), torch_fn(torch)(*theirs)
-    np.testing.assert_allclose(out.numpy(), out_torch.detach().numpy(),
-                               rtol=TORCH_TOLERANCE, atol=1e-13)
-    upstream = np.random.default_rng(2).standard_normal(out.shape)
-    out.backward(upstream)
-    out_torch.backward(torch.tensor(upstream))
-    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-        comparison = compare_gradients(a.grad.numpy(), b.grad.numpy(), f"{name} input {i}")
-        assert comparison.relative_error < TORCH_TOLERANCE, str(comparison)
+    arrays = [t.numpy() for t in make(np.random.default_rng(1))]
+    assert_matches_torch(torch, fn, torch_fn(torch), arrays, name, TORCH_TOLERANCE)
 
 
 def test_dropout_scales_and_masks_consistently():

@@ -5,12 +5,10 @@ Skipped (with the reason) when torch is not installed.  The cases come from
 ``test_ops.CASES``; ops whose minires spelling torch does not accept get a torch twin here.
 """
 
-import numpy as np
 import pytest
 
-import minires
-from minires.gradcheck import compare_gradients
 from tests.test_ops import CASES, _make_inputs
+from tests.torch_check import assert_matches_torch
 
 TOLERANCE = 1e-10
 
@@ -51,17 +49,4 @@ def _torch_twin(torch, name, fn):
 @pytest.mark.parametrize("name, fn, reference, makers", CASES, ids=[c[0] for c in CASES])
 def test_op_matches_torch(torch, name, fn, reference, makers):
     arrays = _make_inputs(makers, seed=2)
-    ours = [minires.tensor(a, requires_grad=True) for a in arrays]
-    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
-
-    out = fn(*ours)
-    out_torch = _torch_twin(torch, name, fn)(*theirs)
-    np.testing.assert_allclose(out.numpy(), out_torch.detach().numpy(), rtol=TOLERANCE,
-                               atol=1e-14)
-
-    upstream = np.random.default_rng(3).standard_normal(out.shape)
-    out.backward(upstream)
-    out_torch.backward(torch.tensor(upstream))
-    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-        comparison = compare_gradients(a.grad.numpy(), b.grad.numpy(), f"{name} input {i}")
-        assert comparison.relative_error < TOLERANCE, str(comparison)
+    assert_matches_torch(torch, fn, _torch_twin(torch, name, fn), arrays, name, TOLERANCE)
