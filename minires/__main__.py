@@ -176,6 +176,13 @@ def demo(args) -> int:
     return 0
 
 
+def check(args) -> int:
+    """Grade a solution of an exercise (tutorials/exercises/) against minires's kernels."""
+    from minires.exercises import checker
+
+    return checker.main(args)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minires", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -237,6 +244,22 @@ def main(argv=None) -> int:
     show.add_argument("--out", default="minires-out", help="output directory")
     show.add_argument("--no-progress", action="store_true", help="no progress bars")
     show.set_defaults(run=demo)
+
+    grade = commands.add_parser(
+        "check", help="check your solution of an exercise (tutorials/exercises/)",
+        description="Run your solution of an exercise against minires's own kernels on "
+        "random inputs (and a numerical gradient check for backward passes) and explain "
+        "every difference.  Exit code 0 only when every check passes.")
+    grade.add_argument("exercise", nargs="?", help="the exercise's name (see --list)")
+    grade.add_argument("--file", default=None,
+                       help="your solution (default: tutorials/exercises/<exercise>.py)")
+    grade.add_argument("--dir", default=None,
+                       help="a folder holding solutions under the stubs' file names")
+    grade.add_argument("--list", action="store_true",
+                       help="list every exercise with its status (not started / failing / "
+                       "passing); exit code 0 only when all pass")
+    grade.add_argument("--seed", type=int, default=0, help="seed of the random test inputs")
+    grade.set_defaults(run=check)
 
     args = parser.parse_args(argv)
     try:
