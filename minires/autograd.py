@@ -62,6 +62,12 @@ def _as_array(data, dtype=None, device=backend.CPU):
     """
     if isinstance(data, Tensor):
         data = data.data
+    if isinstance(data, (int, float, bool)) and backend.check_device(device) == backend.CUDA:
+        # Fill on the device: no host array, no host-to-device copy per op on the GPU.
+        kind = np.asarray(data).dtype
+        dtype = dtype or (backend.get_default_dtype() if kind.kind == "f" else
+                          np.int64 if kind.kind in "iu" else kind)
+        return backend.require_cupy().full((), data, dtype)
     if not hasattr(data, "dtype"):  # Python scalar or (nested) list
         data = np.asarray(data)
         if data.dtype.kind == "f" and dtype is None:

@@ -49,7 +49,14 @@ def _import_cupy():
     if count == 0:
         raise RuntimeError("device 'cuda' asked for, but no NVIDIA GPU is visible to CuPy")
     _cupy = cupy
+    if _last_seed is not None:  # manual_seed ran before the GPU was first used
+        cupy.random.seed(_last_seed)
     return cupy
+
+
+def require_cupy():
+    """The cupy module, imported on first use; a clear error when CuPy or a GPU is missing."""
+    return _import_cupy()
 
 
 def is_cuda_available() -> bool:
@@ -153,14 +160,15 @@ def is_floating(dtype) -> bool:
 # ---------------------------------------------------------------------------- random
 
 _rng = np.random.default_rng(0)
+_last_seed = None
 
 
 def manual_seed(seed: int) -> None:
     """Seed every random generator minires uses: its NumPy generator and, if CuPy is
     already in use, CuPy's.  Weight initialisation, data shuffling, augmentation and
     dropout all draw from these, so one call makes a run reproducible."""
-    global _rng
-    _rng = np.random.default_rng(seed)
+    global _rng, _last_seed
+    _rng, _last_seed = np.random.default_rng(seed), seed
     if _cupy is not None:
         _cupy.random.seed(seed)
 

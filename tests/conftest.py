@@ -13,6 +13,11 @@ TORCH_SKIP_REASON = (
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+    parser.addoption(
+        "--device", action="store", default="cpu", choices=backend.DEVICES,
+        help="cuda: also run tests/test_gpu.py, which re-runs op, layer and model checks on "
+             "CuPy arrays against their CPU twins (needs CuPy and a GPU)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -30,6 +35,37 @@ def torch():
     module = pytest.importorskip("torch", reason=TORCH_SKIP_REASON)
     module.set_default_dtype(module.float64)
     return module
+
+
+GPU_OPTION_REASON = (
+    "GPU twin checks run with `python -m pytest --device cuda` on a machine with CuPy and "
+    "an NVIDIA GPU"
+)
+
+
+@pytest.fixture(scope="session")
+def device(request):
+    """The device chosen with ``--device`` (``"cpu"`` by default).
+
+    With ``--device cuda`` it is ``"cuda"`` when CuPy can reach a GPU, and otherwise every
+    test that uses it is skipped with the reason (CuPy missing, driver broken, no GPU).
+    """
+    name = request.config.getoption("--device")
+    if name == backend.CUDA:
+        try:
+            backend.check_device(name)
+        except RuntimeError as err:
+            pytest.skip(f"--device cuda, but the GPU is unusable here: {err}")
+    return name
+
+
+@pytest.fixture
+def cuda_device(device):
+    """``"cuda"`` for tests that only make sense on the GPU; skipped (with how to run them)
+    unless pytest runs with ``--device cuda``."""
+    if device != backend.CUDA:
+        pytest.skip(GPU_OPTION_REASON)
+    return device
 
 
 @pytest.fixture

@@ -12,17 +12,23 @@ Backward kernels take ``grad_y = dL/dy`` and return ``dL/dx`` by the chain rule:
 
 The linear layer is ``y = x @ W.T + b`` with ``W`` of shape ``(out_features, in_features)``
 (PyTorch's layout: row ``o`` of ``W`` holds the weights of output unit ``o``).
+
+On the GPU (CuPy float32/float64 arrays) ReLU, sigmoid and the tanh backward run the CUDA
+twins in ``minires/kernels/cuda/elementwise.cu`` instead (the first two lines of each).
 """
 
 from __future__ import annotations
 
 from minires.backend import get_array_module
+from minires.kernels import cuda
 
 # ----------------------------------------------------------------------------- ReLU
 
 
 def relu_forward(x):
     """ReLU: ``y = max(x, 0)`` elementwise; same shape and dtype as ``x`` (NaN stays NaN)."""
+    if cuda.handles(x):  # CuPy array: the CUDA twin, kernels/cuda/elementwise.cu
+        return cuda.relu_forward(x)
     xp = get_array_module(x)
     return xp.maximum(x, 0)
 
@@ -33,6 +39,8 @@ def relu_backward(grad_y, x):
     At exactly ``x == 0`` ReLU has no derivative; like PyTorch we use 0 there.  Both arrays
     have ``x``'s shape; the result has ``grad_y``'s dtype (a boolean mask does not upcast).
     """
+    if cuda.handles(grad_y, x):  # CuPy arrays: the CUDA twin, kernels/cuda/elementwise.cu
+        return cuda.relu_backward(grad_y, x)
     _check_same_shape(grad_y, x, "grad_y", "x")
     return grad_y * (x > 0)
 
@@ -48,6 +56,8 @@ def sigmoid_forward(x):
     top and bottom of the formula by ``exp(x)``).  ``exp(-x)`` itself would overflow for
     ``x < -89`` in float32.
     """
+    if cuda.handles(x):  # CuPy array: the CUDA twin, kernels/cuda/elementwise.cu
+        return cuda.sigmoid_forward(x)
     xp = get_array_module(x)
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
@@ -58,6 +68,8 @@ def sigmoid_backward(grad_y, y):
 
     (From ``d/dx 1/(1 + e^-x) = e^-x / (1 + e^-x)^2 = y (1 - y)``.)
     """
+    if cuda.handles(grad_y, y):  # CuPy arrays: the CUDA twin, kernels/cuda/elementwise.cu
+        return cuda.sigmoid_backward(grad_y, y)
     _check_same_shape(grad_y, y, "grad_y", "y")
     return grad_y * (y * (1 - y))
 
@@ -70,6 +82,8 @@ def tanh_forward(x):
 
 def tanh_backward(grad_y, y):
     """``dL/dx = grad_y * (1 - y^2)`` where ``y = tanh(x)`` is the forward OUTPUT."""
+    if cuda.handles(grad_y, y):  # CuPy arrays: the CUDA twin, kernels/cuda/elementwise.cu
+        return cuda.tanh_backward(grad_y, y)
     _check_same_shape(grad_y, y, "grad_y", "y")
     return grad_y * (1 - y * y)
 

@@ -43,7 +43,10 @@ OpenBLAS, float32, ResNet-20 shapes at batch 128):
   1.1-1.6x slower.  Strided convolutions (and padding > dilation*(K-1)) use col2im.
 
 All functions take NumPy or CuPy arrays (``xp = get_array_module(...)``) and keep the input
-dtype (float32 stays float32).
+dtype (float32 stays float32).  On the GPU (CuPy float32/float64 arrays) im2col and col2im
+run the CUDA twins in ``minires/kernels/cuda/im2col.cu`` (the first two lines of each; the
+convolution's chunked im2col uses it too), where col2im *gathers*, one thread per pixel;
+the matrix products stay ``xp.matmul``, i.e. cuBLAS, with the whole batch as one chunk.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from __future__ import annotations
 import numbers
 
 from minires.backend import get_array_module
+from minires.kernels import cuda
 
 #: Target size in bytes of one chunk's column matrix on the CPU: small enough to stay in
 #: cache (4 MB measured best of 1-16 MB here; the whole batch at once was slowest).
@@ -187,6 +191,8 @@ def im2col(x, kernel_h: int, kernel_w: int, stride=1, padding=0, dilation=1):
         (channels last, unlike PyTorch's ``unfold``, which puts the channel first).
         Multiply by :func:`weight_to_matrix` ``(w).T`` to convolve.
     """
+    if cuda.handles(x):  # CuPy array: the CUDA twin, kernels/cuda/im2col.cu
+        return cuda.im2col(x, kernel_h, kernel_w, stride, padding, dilation)
     _check_4d(x, "input", "(N, C, H, W)")
     stride, padding = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
     dilation = _pair(dilation, "dilation", 1)
@@ -208,6 +214,8 @@ def col2im(cols, x_shape, kernel_h: int, kernel_w: int, stride=1, padding=0, dil
         entry (n, c, h, w) is the sum of every ``cols`` entry that im2col copied from it
         (entries copied from the zero padding are dropped).
     """
+    if cuda.handles(cols):  # CuPy array: the CUDA twin, kernels/cuda/im2col.cu
+        return cuda.col2im(cols, x_shape, kernel_h, kernel_w, stride, padding, dilation)
     xp = get_array_module(cols)
     if len(x_shape) != 4:
         raise ValueError(f"col2im: x_shape must be (N, C, H, W), got {tuple(x_shape)}")
@@ -250,17 +258,22 @@ def _batch_chunks(xp, batch: int, bytes_per_item: int):
 
 class _ChunkIm2col:
     """im2col for successive batch chunks of at most ``chunk`` images, reusing one padded
-    image buffer and one column buffer (fresh memory costs page faults)."""
+    image buffer and one column buffer (fresh memory costs page faults).  On the GPU (one
+    chunk, the whole batch) it calls the CUDA :func:`im2col` and keeps no buffers."""
 
     def __init__(self, xp, dtype, chunk, channels, h, w, kernel, stride, padding, dilation):
         self.kernel, self.stride, self.padding, self.dilation = kernel, stride, padding, dilation
         self.out_hw = _output_hw(h, w, *kernel, stride, padding, dilation)
-        ph, pw = padding
-        self.padded = xp.zeros((chunk, h + 2 * ph, w + 2 * pw, channels), dtype=dtype)
-        rows = chunk * self.out_hw[0] * self.out_hw[1]
-        self.cols = xp.empty((rows, kernel[0] * kernel[1] * channels), dtype=dtype)
+        self.rows = chunk * self.out_hw[0] * self.out_hw[1]  # of the largest chunk's columns
+        self.gpu = xp.__name__ != "numpy" and dtype.name in cuda.C_TYPES  # as cuda.handles
+        if not self.gpu:
+            ph, pw = padding
+            self.padded = xp.zeros((chunk, h + 2 * ph, w + 2 * pw, channels), dtype=dtype)
+            self.cols = xp.empty((self.rows, kernel[0] * kernel[1] * channels), dtype=dtype)
 
     def __call__(self, x):
+        if self.gpu:
+            return im2col(x, *self.kernel, self.stride, self.padding, self.dilation)
         padded = _to_padded_nhwc(x, *self.padding, out=self.padded)
         return _unfold(padded, *self.kernel, self.stride, self.dilation, *self.out_hw,
                        out=self.cols)
@@ -297,7 +310,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1):
     chunks = _batch_chunks(xp, n, out_h * out_w * kernel_h * kernel_w * c_in * x.dtype.itemsize)
     unfold = _ChunkIm2col(xp, x.dtype, chunks[0].stop, c_in, h, w, (kernel_h, kernel_w),
                           stride, padding, dilation)
-    product = xp.empty((unfold.cols.shape[0], c_out), dtype=x.dtype)
+    product = xp.empty((unfold.rows, c_out), dtype=x.dtype)
     for batch in chunks:
         cols = unfold(x[batch])
         # (B*OH*OW, K) @ (K, C_out): rows are output pixels, channels last ...

@@ -71,6 +71,10 @@ def _check_inputs(logits, labels, label_smoothing):
         )
     if n == 0:
         raise ValueError("cross-entropy of an empty batch (N = 0) is undefined")
+    # The range check reads two numbers back from the array.  On the GPU that would be a
+    # device-to-host copy (and a synchronisation) every step, so it runs on the CPU only.
+    if get_array_module(labels).__name__ != "numpy":
+        return n, k
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= k:
         raise ValueError(

@@ -18,6 +18,10 @@ with a BatchNorm, whose ``gamma`` sets how much the branch adds to the identity 
 At test time the batch may be a single image, so instead of batch statistics we use
 *running* averages collected during training (``running_mean``, ``running_var``), updated
 after every training batch as in PyTorch.
+
+On the GPU (CuPy float32/float64 ``x``) both functions run the CUDA twins in
+``minires/kernels/cuda/batchnorm.cu`` instead (the first two lines of each): per-channel
+sums over many blocks, then one elementwise pass; same results, same cache.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from minires.backend import get_array_module
+from minires.kernels import cuda
 
 
 class BatchNormCache(NamedTuple):
@@ -91,6 +96,9 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
         ``(y, cache)``: ``y`` with ``x``'s shape and dtype (parameters are cast to it, so
         float32 stays float32) and a :class:`BatchNormCache` for the backward pass.
     """
+    if cuda.handles(x):  # CuPy array: the CUDA twin, kernels/cuda/batchnorm.cu
+        return cuda.batch_norm_forward(x, gamma, beta, running_mean, running_var, training,
+                                       momentum, eps)
     xp = get_array_module(x, gamma, beta, running_mean, running_var)
     if x.dtype.kind != "f":
         raise TypeError(f"batch norm needs a floating-point x, got {x.dtype}")
@@ -176,6 +184,8 @@ def batch_norm_backward(grad_y, cache):
         ``grad_beta`` of shape ``(C,)``, or None where the forward pass had no
         ``gamma``/``beta``; all in ``grad_y``'s dtype.
     """
+    if cuda.handles(grad_y):  # CuPy array: the CUDA twin, kernels/cuda/batchnorm.cu
+        return cuda.batch_norm_backward(grad_y, cache)
     x_hat, inv_std, gamma, has_beta, training = cache
     if tuple(grad_y.shape) != tuple(x_hat.shape):
         raise ValueError(

@@ -23,6 +23,11 @@ Backward passes send each output gradient back to the input pixels its window re
 max pooling only to the pixel that won (the *argmax*), for average pooling equally to every
 pixel in the window.  Where windows overlap (stride < kernel) a pixel collects gradient
 from several windows and the contributions add up.
+
+On the GPU (CuPy float32/float64 arrays) max and average pooling run the CUDA twins in
+``minires/kernels/cuda/pool.cu`` instead (the first two lines of each function): one thread
+per window forward, and backward one thread per input pixel that *gathers* from the windows
+containing it, rather than a strided scatter per offset.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import numbers
 
 from minires.backend import get_array_module
+from minires.kernels import cuda
 
 # ----------------------------------------------------------------------------- geometry
 
@@ -175,6 +181,8 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
         Ties go to the FIRST maximal element in row-major order (as in PyTorch); a NaN
         wins over any number, so NaNs propagate.
     """
+    if cuda.handles(x):  # CuPy array: the CUDA twin, kernels/cuda/pool.cu
+        return cuda.max_pool2d_forward(x, kernel_size, stride, padding)
     _check_float(x, "x")
     xp = get_array_module(x)
     geo = _Geometry(x.shape, kernel_size, stride, padding)
@@ -210,6 +218,8 @@ def max_pool2d_backward(grad_y, argmax, x_shape, kernel_size, stride=None, paddi
     Returns:
         ``grad_x`` of shape ``x_shape`` and ``grad_y``'s dtype.
     """
+    if cuda.handles(grad_y):  # CuPy array: the CUDA twin, kernels/cuda/pool.cu
+        return cuda.max_pool2d_backward(grad_y, argmax, x_shape, kernel_size, stride, padding)
     _check_float(grad_y, "grad_y")
     xp = get_array_module(grad_y, argmax)
     geo = _Geometry(x_shape, kernel_size, stride, padding)
@@ -253,6 +263,8 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
     Returns:
         ``y`` of shape ``(N, C, OH, OW)``, ``x``'s dtype.
     """
+    if cuda.handles(x):  # CuPy array: the CUDA twin, kernels/cuda/pool.cu
+        return cuda.avg_pool2d_forward(x, kernel_size, stride, padding, count_include_pad)
     _check_float(x, "x")
     xp = get_array_module(x)
     geo = _Geometry(x.shape, kernel_size, stride, padding)
@@ -280,6 +292,9 @@ def avg_pool2d_backward(grad_y, x_shape, kernel_size, stride=None, padding=0,
     Returns:
         ``grad_x`` of shape ``x_shape`` and ``grad_y``'s dtype.
     """
+    if cuda.handles(grad_y):  # CuPy array: the CUDA twin, kernels/cuda/pool.cu
+        return cuda.avg_pool2d_backward(grad_y, x_shape, kernel_size, stride, padding,
+                                        count_include_pad)
     _check_float(grad_y, "grad_y")
     xp = get_array_module(grad_y)
     geo = _Geometry(x_shape, kernel_size, stride, padding)
