@@ -1,0 +1,240 @@
+"""The tutorials: each runs top to bottom at its small size and prints the numbers it
+discusses, and each converts to a Jupyter notebook with jupytext.
+
+Every tutorial is run as a subprocess, exactly as a student would run it
+(``python tutorials/0X_*.py``), with ``MINIRES_TUTORIAL_SIZE=small`` and its figures
+going to a temporary directory.  The whole file takes about 40 s on 2 cores.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TUTORIALS = ROOT / "tutorials"
+NAMES = sorted(path.name for path in TUTORIALS.glob("[0-9][0-9]_*.py"))
+
+
+def run_tutorial(name: str, out: Path, size: str = "small") -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.update(
+        MINIRES_TUTORIAL_SIZE=size,
+        MINIRES_TUTORIAL_OUT=str(out),
+        MPLBACKEND="Agg",
+        # One BLAS thread: identical numbers on every run, and no slowdown from
+        # oversubscription when the test runner shares the machine.
+        OPENBLAS_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+    )
+    return subprocess.run([sys.executable, str(TUTORIALS / name)], cwd=out, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    """Run each tutorial once (lazily) and keep (stdout, output directory)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            out = tmp_path_factory.mktemp(name.removesuffix(".py"))
+            result = run_tutorial(name, out)
+            assert result.returncode == 0, (
+                f"{name} failed (exit {result.returncode})\n--- stdout (end)\n"
+                f"{result.stdout[-4000:]}\n--- stderr (end)\n{result.stderr[-4000:]}")
+            cache[name] = (result.stdout, out)
+        return cache[name]
+
+    return get
+
+
+def tutorial(prefix: str) -> str:
+    matches = [name for name in NAMES if name.startswith(prefix)]
+    assert len(matches) == 1, f"expected one tutorial {prefix}_*.py, found {matches}"
+    return matches[0]
+
+
+def number(pattern: str, text: str) -> float:
+    """The float captured by ``pattern``'s first group (the pattern must occur)."""
+    match = re.search(pattern, text)
+    assert match, f"pattern {pattern!r} not found in the tutorial's output:\n{text[-3000:]}"
+    return float(match.group(1).replace(",", "").rstrip("%"))
+
+
+FLOAT = r"([-+]?[0-9][0-9,]*\.?[0-9]*(?:e[-+]?[0-9]+)?%?)"
+
+
+def test_there_are_eight_tutorials():
+    assert [name[:2] for name in NAMES] == [f"0{i}" for i in range(1, 9)]
+
+
+def check_figures(out: Path, stdout: str, at_least: int = 1) -> None:
+    written = re.findall(r"figure written: (\S+)", stdout)
+    assert len(written) >= at_least
+    for path in written:
+        path = Path(path)
+        assert path.parent == out and path.suffix == ".png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_01_autograd(outputs):
+    stdout, out = outputs(tutorial("01"))
+    assert number(r"\|autograd - hand\| = " + FLOAT, stdout) < 1e-12
+    order = re.search(r"backward order: (.*)", stdout).group(1).split(" -> ")
+    assert order[0] == "y" and order[-1] == "h" and sorted(order) == ["a", "c", "h", "y"]
+    dydx = number(r"dy/dx = " + FLOAT, stdout)
+    assert dydx == pytest.approx(number(r"formula 2\(e\^h \+ 2h\) = " + FLOAT, stdout))
+    assert "gradcheck passed: True" in stdout
+    assert "gradcheck of the scalar chain passed: True" in stdout
+    assert "buggy backward: gradcheck passed = False" in stdout
+    assert number(r"float64: best relative error " + FLOAT, stdout) < 1e-9
+    check_figures(out, stdout)
+
+
+def test_02_vanishing_gradients(outputs):
+    stdout, out = outputs(tutorial("02"))
+    assert number(r"max sigma'\(z\) = " + FLOAT, stdout) == pytest.approx(0.25)
+    assert number(r"chain-rule product vs autograd \(dy/db_1\): max \|difference\| = "
+                  + FLOAT, stdout) < 1e-15
+    assert re.search(r"bound .* holds in all \d+ chains: True", stdout)
+    sigmoid = number(r"depth 20: sigmoid/Xavier ratio " + FLOAT, stdout)
+    relu = number(r"relu/He ratio " + FLOAT, stdout)
+    assert sigmoid < 1e-3  # vanishes
+    assert 0.1 < relu < 10  # stays level
+    check_figures(out, stdout, at_least=3)
+
+
+def test_03_convolution_im2col(outputs):
+    stdout, out = outputs(tutorial("03"))
+    assert number(r"im2col matmul vs naive loops: max \|difference\| = " + FLOAT, stdout) == 0
+    assert number(r"padding 1, im2col vs naive: max \|difference\| = " + FLOAT, stdout) == 0
+    assert number(r"<x, col2im\(C\)> = \S+\s+\|difference\| = " + FLOAT, stdout) < 1e-10
+    assert number(r"grad_x: by hand vs conv2d_backward, max \|difference\| = " + FLOAT,
+                  stdout) < 1e-10
+    assert number(r"grad_w: by hand vs conv2d_backward, max \|difference\| = " + FLOAT,
+                  stdout) < 1e-10
+    assert "conv2d gradcheck passed: True" in stdout
+    assert "conv2d gradcheck with stride 2 passed: True" in stdout
+    assert number(r"fast \(im2col\) vs naive: max \|difference\| = " + FLOAT, stdout) < 1e-10
+    assert number(r"stride 2: fast vs naive max \|difference\| = " + FLOAT, stdout) < 1e-10
+    assert "[[1. 2. 2. 1.]" in stdout  # copies per pixel without padding
+    check_figures(out, stdout)
+
+
+def test_04_batchnorm(outputs):
+    stdout, out = outputs(tutorial("04"))
+    assert number(r"BN backward \(compact formula\) vs central differences: relative error "
+                  + FLOAT, stdout) < 1e-6
+    assert number(r"compact formula vs kernel batch_norm_backward: max \|difference\| = "
+                  + FLOAT, stdout) < 1e-10
+    assert "batch_norm gradcheck passed: True" in stdout
+    ones_error = number(r"all-ones upstream: .* buggy backward's max \|error\| = " + FLOAT,
+                        stdout)
+    random_error = number(r"random   upstream: .* buggy backward's max \|error\| = " + FLOAT,
+                          stdout)
+    assert ones_error < 1e-5 < 1e-1 < random_error
+    means = re.search(r"running_mean: \[([^\]]*)\]", stdout).group(1).split()
+    assert [float(v) for v in means] == pytest.approx([3.0, -1.0, 0.5], abs=0.3)
+    assert number(r"train mode: .* outputs differ by " + FLOAT, stdout) > 0.01
+    assert number(r"eval mode:  .* outputs differ by " + FLOAT, stdout) == 0
+    assert "eval mode left running_mean unchanged: True" in stdout
+    assert "batch of one sample: ValueError" in stdout
+    check_figures(out, stdout)
+
+
+def test_05_pooling_and_cnn(outputs):
+    stdout, out = outputs(tutorial("05"))
+    assert "[[0. 1. 0. 0.]" in stdout  # the max-pool gradient goes to the winner only
+    assert "max_pool2d gradcheck passed: True" in stdout
+    assert "total params:     9,122" in stdout
+    first = number(r"training loss fell from " + FLOAT, stdout)
+    last = number(r"training loss fell from \S+ to " + FLOAT, stdout)
+    assert last < 0.5 * first
+    assert number(r"test error " + FLOAT, stdout) < 50  # chance is 90%
+    check_figures(out, stdout)
+
+
+def test_06_degradation(outputs):
+    stdout, out = outputs(tutorial("06"))
+    assert re.search(r"plain20: 19 conv layers \+ 1 linear = 20 layers", stdout)
+    assert re.search(r"plain56: 55 conv layers \+ 1 linear = 56 layers", stdout)
+    for name in ("plain20", "plain56", "resnet56"):
+        loss = number(rf"  {name}\s+loss " + FLOAT, stdout)
+        error = number(rf"  {name}\s+loss \S+\s+error " + FLOAT, stdout)
+        assert 0 < loss < 10 and 0 <= error <= 100
+    assert number(r"plain56 at initialisation: \|\|dL/dW\|\| first conv " + FLOAT, stdout) > 0
+    assert re.search(r"plain-56 training error \S+ vs plain-20 \S+: ", stdout)
+    check_figures(out, stdout)
+
+
+def test_07_residual_blocks(outputs):
+    stdout, out = outputs(tutorial("07"))
+    assert number(r"max \|block\(x\) - relu\(F\(x\) \+ x\)\| = " + FLOAT, stdout) == 0
+    assert "one zero-init block: identity max |out - in| = 0.0\n" in stdout
+    assert re.search(r"\d+ zero-init blocks: identity max \|out - in\| = 0\.0\n", stdout)
+    assert "plain block, gamma = 0:      max |out| = 0.0\n" in stdout
+    assert number(r"residual, zero-init γ : gradient at block 1 / at block \d+ = " + FLOAT,
+                  stdout) == pytest.approx(1.0)
+    assert re.search(r"option A\s+13,952\s+18,560\s+269,722", stdout)
+    assert re.search(r"option B\s+14,528\s+18,560\s+272,474", stdout)
+    assert re.search(r"option C\s+14,528\s+19,648\s+283,962", stdout)
+    assert "the same as ResNet-20 with option A (True)" in stdout
+    check_figures(out, stdout)
+
+
+def test_08_resnet_end_to_end(outputs):
+    stdout, out = outputs(tutorial("08"))
+    assert number(r"max \|output difference\| = " + FLOAT, stdout) == 0
+    assert "total params:     67,906" in stdout
+    assert re.search(r"multiply-adds per stage: layer1 [\d,]+, layer2 [\d,]+, layer3 [\d,]+",
+                     stdout)
+    for name in ("resnet20", "plain20"):
+        assert re.search(rf"{name}: training loss \S+ -> \S+, final test error \S+%", stdout)
+    ratios = re.search(r"std\(F\(x\)\) / std\(x\) per block: (.*)", stdout).group(1).split()
+    assert len(ratios) == 9
+    assert ("the GPU cell was skipped" in stdout) or ("on the GPU" in stdout)
+    check_figures(out, stdout)
+
+
+def test_size_switch_rejects_unknown_sizes(tmp_path):
+    result = run_tutorial(tutorial("01"), tmp_path, size="huge")
+    assert result.returncode != 0
+    assert "MINIRES_TUTORIAL_SIZE must be 'small' or 'normal'" in result.stderr
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_converts_to_notebook(name):
+    jupytext = pytest.importorskip("jupytext")
+    notebook = jupytext.read(TUTORIALS / name)
+    ipynb = json.loads(jupytext.writes(notebook, fmt="ipynb"))
+    kinds = Counter(cell["cell_type"] for cell in ipynb["cells"])
+    assert kinds["markdown"] >= 5 and kinds["code"] >= 4, kinds
+    first, last = notebook.cells[0], notebook.cells[-1]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    assert last.cell_type == "markdown" and "## What you saw" in last.source
+    assert notebook.metadata["kernelspec"]["language"] == "python"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_uses_the_size_switch_and_only_public_names(name):
+    source = (TUTORIALS / name).read_text(encoding="utf-8")
+    assert 'os.environ.get("MINIRES_TUTORIAL_SIZE", "normal")' in source
+    assert 'os.environ.get("MINIRES_TUTORIAL_OUT", "tutorial-out")' in source
+    private = re.findall(r"from minires[\w.]* import [^\n]*\b_\w+|minires(?:\.\w+)*\._\w+",
+                         source)
+    assert not private, f"{name} uses private names: {private}"
+
+
+def test_readme_links_every_tutorial():
+    readme = (TUTORIALS / "README.md").read_text(encoding="utf-8")
+    for name in NAMES:
+        assert f"({name})" in readme, f"tutorials/README.md does not link {name}"
+    assert "MINIRES_TUTORIAL_SIZE" in readme and "exercises/" in readme
