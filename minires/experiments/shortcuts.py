@@ -1,0 +1,221 @@
+"""Shortcut options A, B and C: identity or projection shortcuts (paper section 4.1, Table 3).
+
+Where a ResNet changes the shape of its feature maps (stride 2 and twice the channels, at
+the first block of stages 2 and 3), the input x of a block cannot be added to F(x) as it
+is.  The paper (section 3.3) compares three ways to build the shortcut:
+
+* **A**: the identity everywhere; where the shape changes, subsample x[:, :, ::2, ::2]
+  and pad the new channels with zeros.  No parameters at all (the CIFAR nets of 4.2).
+* **B**: a projection W_s x (1x1 convolution + BN) only where the shape changes, the
+  identity elsewhere.
+* **C**: a projection on every block.
+
+On ImageNet (ResNet-34, Table 3) the top-1 errors are A 25.03%, B 24.52%, C 24.19%: "all
+three options are considerably better than the plain counterpart", B is "slightly better"
+than A (the zero-padded channels have no residual learning) and C "marginally better" than
+B (the extra parameters), and "the small differences among A/B/C indicate that projection
+shortcuts are not essential for addressing the degradation problem".
+
+What is measured: three ResNet-20s, identical except for the shortcut option, trained with
+the same recipe and seed (option A is the default ResNet-20, the very net the other
+demonstrations use, loaded from the shared cache when it was trained before).  For each:
+parameters, final training error and loss (an eval-mode pass over the whole training set
+after the last epoch), final test error, and seconds per epoch.
+
+"Close to each other" is made precise as: the spread (largest minus smallest) of the three
+error rates is at most a tolerance ``tol = max(1 percentage point, 2 * SE_diff)``, where
+``SE_diff = sqrt(2 p (1 - p) / n)`` is the standard error of the difference of two error
+rates near their mean p measured on n images: the differences are then no larger than what
+measuring on a finite set alone produces (seed-to-seed variation comes on top of that).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from minires.experiments.common import (
+    DemoConfig,
+    DemoResult,
+    Stopwatch,
+    fmt,
+    pyplot,
+    save_figure,
+)
+from minires.experiments.identity import final, recipe_for, training_curve
+from minires.experiments.training import load_split, train_or_load
+from minires.models import count_parameters, summary
+
+NAME = "shortcuts"
+TITLE = "Shortcut options A, B, C: the identity is enough (paper Table 3)"
+
+CLAIM = (
+    "Parameter-free identity shortcuts (option A, zero-padding where the shape changes) "
+    "train as well as projection shortcuts: ResNet-20s with options A, B (projections where "
+    "the shape changes) and C (projections on every block) reach training and test errors "
+    "within a stated tolerance of each other, and the extra parameters of C buy no "
+    "improvement beyond that tolerance.")
+SOURCE = (
+    "He et al. 2016, section 3.3 (the three options) and section 4.1, 'Identity vs. "
+    "Projection Shortcuts', Table 3 (ResNet-34 on ImageNet, top-1 error: A 25.03%, "
+    "B 24.52%, C 24.19%; 'projection shortcuts are not essential for addressing the "
+    "degradation problem').")
+
+OPTIONS = ("A", "B", "C")
+DESCRIPTIONS = {"A": "identity, zero-pad where the shape changes (no parameters)",
+                "B": "1x1 projection + BN where the shape changes, identity elsewhere",
+                "C": "1x1 projection + BN on every block"}
+PAPER_TOP1 = {"A": 25.03, "B": 24.52, "C": 24.19}  # Table 3, ResNet-34, 10-crop top-1 (%)
+MIN_TOLERANCE = 0.01  # one percentage point
+
+
+def tolerance(errors, n: int) -> float:
+    """max(1 percentage point, 2 * sqrt(2 p (1 - p) / n)) with p the mean of ``errors``:
+    twice the standard error of the difference of two error rates measured on n images."""
+    p = float(np.mean(errors))
+    return max(MIN_TOLERANCE, 2.0 * math.sqrt(2.0 * p * (1.0 - p) / n))
+
+
+def train_option(config: DemoConfig, option: str, recipe):
+    """Option A is the default ResNet-20 (no keyword, so the cache entry is shared with the
+    other demonstrations); B and C pass ``shortcut``."""
+    if option == "A":
+        return train_or_load(config, "resnet20", config.seed, recipe,
+                             label="ResNet-20 (option A)")
+    return train_or_load(config, "resnet20", config.seed, recipe,
+                         label=f"ResNet-20 (option {option})", shortcut=option)
+
+
+def run(config: DemoConfig) -> DemoResult:
+    """Train (or load) ResNet-20 with shortcut options A, B, C and compare them."""
+    recipe = recipe_for(config)
+    result = DemoResult(NAME, TITLE, CLAIM, SOURCE, setup="")
+    with Stopwatch() as watch:
+        runs = {option: train_option(config, option, recipe) for option in OPTIONS}
+        x_train = load_split(config, "train", recipe.train_size)[0]
+        n_train = len(x_train)
+        n_test = len(load_split(config, "test", recipe.test_size)[1])
+        stats = {}
+        for option, run_ in runs.items():
+            history = run_.history
+            stats[option] = {
+                "parameters": count_parameters(run_.model),
+                "macs": summary(run_.model, x_train.shape[1:], print_fn=None).macs,
+                "train_error": final(history, "train_error_eval", "train_error"),
+                "train_loss": final(history, "train_loss_eval", "train_loss"),
+                "test_error": float(history[-1]["test_error"]),
+                "test_loss": float(history[-1]["test_loss"]),
+                "seconds_per_epoch": float(np.mean(history["epoch_time"])),
+                "trained_now": run_.seconds > 0, "cache_key": run_.key,
+                "test_error_per_epoch": history["test_error"],
+            }
+            x, y, unit = training_curve(run_, "train_error")
+            stats[option]["curve"] = {"x": x.tolist(), "train_error": y.tolist(), "unit": unit}
+        result.figures = [_plot(config, stats)]
+    _report(result, config, recipe, stats, n_train, n_test)
+    result.wall_time_s = watch.seconds
+    return result
+
+
+def _report(result: DemoResult, config: DemoConfig, recipe, stats: dict, n_train: int,
+            n_test: int) -> None:
+    a_params = stats["A"]["parameters"]
+    result.setup = (
+        f"ResNet-20 ({config.dataset}, widths {'/'.join(map(str, recipe.widths))}) with "
+        f"shortcut options A, B and C, the same seed ({config.seed}) and recipe: "
+        f"{recipe.epochs} epochs of SGD (batch {recipe.batch_size}, lr {recipe.lr} with "
+        f"{recipe.warmup_epochs:g} warm-up epoch(s), /10 at 50% and 75%, momentum 0.9, "
+        f"weight decay 1e-4) on {n_train} training images; test error on {n_test} test "
+        f"images. Training error and loss: an eval-mode pass over the whole training set "
+        f"after the last epoch. Tolerance for 'close': max(1 percentage point, twice the "
+        f"standard error of a difference of two error rates, sqrt(2p(1-p)/n)).")
+    rows = []
+    for option in OPTIONS:
+        s = stats[option]
+        rows.append([option, DESCRIPTIONS[option], s["parameters"],
+                     f"+{100 * (s['parameters'] / a_params - 1):.1f}%", s["macs"],
+                     100 * s["train_error"], s["train_loss"], 100 * s["test_error"],
+                     PAPER_TOP1[option]])
+    result.table("ResNet-20 with the three shortcut options (errors in %; MACs = "
+                 "multiply-adds per image)",
+                 ["option", "shortcut", "parameters", "vs A", "MACs", "train error",
+                  "train loss", "test error", "paper top-1 (ResNet-34, ImageNet)"], rows)
+
+    train_errors = [stats[o]["train_error"] for o in OPTIONS]
+    test_errors = [stats[o]["test_error"] for o in OPTIONS]
+    tol_train, tol_test = tolerance(train_errors, n_train), tolerance(test_errors, n_test)
+    spread_train = max(train_errors) - min(train_errors)
+    spread_test = max(test_errors) - min(test_errors)
+    gain_c = stats["A"]["test_error"] - stats["C"]["test_error"]
+    extra_c = stats["C"]["parameters"] - a_params
+    extra_b = stats["B"]["parameters"] - a_params
+    result.numbers = {
+        "options": stats, "n_train": n_train, "n_test": n_test,
+        "tolerance_train": tol_train, "tolerance_test": tol_test,
+        "spread_train_error": spread_train, "spread_test_error": spread_test,
+        "test_gain_c_over_a": gain_c, "extra_parameters_b": extra_b,
+        "extra_parameters_c": extra_c, "paper_top1": PAPER_TOP1,
+        "recipe": dict(recipe.__dict__),
+    }
+
+    def pct(values):
+        return ", ".join(f"{o} {100 * v:.2f}%" for o, v in zip(OPTIONS, values, strict=True))
+
+    result.check(
+        "Options A, B and C reach test errors within the tolerance of each other",
+        spread_test <= tol_test,
+        f"{pct(test_errors)}: spread {100 * spread_test:.2f} points, tolerance "
+        f"{100 * tol_test:.2f} points")
+    result.check(
+        "Options A, B and C reach training errors within the tolerance of each other",
+        spread_train <= tol_train,
+        f"{pct(train_errors)}: spread {100 * spread_train:.2f} points, tolerance "
+        f"{100 * tol_train:.2f} points")
+    result.check(
+        "The projections of option C buy little: its test error is not lower than A's by "
+        "more than the tolerance",
+        gain_c <= tol_test,
+        f"C has {extra_c:,} more parameters than A (+{100 * extra_c / a_params:.1f}%), "
+        f"B +{extra_b:,} (+{100 * extra_b / a_params:.1f}%); test error A - C = "
+        f"{100 * gain_c:+.2f} points (tolerance {100 * tol_test:.2f})")
+    order = sorted(OPTIONS, key=lambda o: stats[o]["test_error"])
+    first, worst = order[0], order[-1]
+    behind = 100 * (stats[worst]["test_error"] - stats[first]["test_error"])
+    reading = ("the projections did not help here" if worst != "A"
+               else "here the identity shortcut fell behind")
+    result.notes = (
+        f"Ordering by test error here: {' < '.join(order)} (the paper's, on ImageNet: "
+        f"C < B < A, by 0.33 and 0.51 points). With one seed and {n_test} test images, "
+        f"differences within the tolerance are not evidence of an ordering either way"
+        + (f"; option {worst} is {behind:.2f} points behind option {first}, beyond the "
+           f"tolerance: with this short recipe {reading}" if spread_test > tol_test else "")
+        + f". Option C also costs arithmetic: {fmt(stats['C']['macs'] / stats['A']['macs'])}x "
+        f"A's multiply-adds per image (seconds per epoch are in the JSON, but they were "
+        f"measured on a shared CPU and are noisy).")
+
+
+def _plot(config: DemoConfig, stats: dict) -> str:
+    """Training error during training for A, B, C; final errors vs parameters."""
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6),
+                                   gridspec_kw={"width_ratios": [1.5, 1]})
+    for i, option in enumerate(OPTIONS):
+        curve = stats[option]["curve"]
+        ax1.plot(curve["x"], 100 * np.asarray(curve["train_error"]), color=f"C{i}", lw=1.4,
+                 label=f"option {option}")
+    ax1.set_yscale("log")
+    ax1.set(xlabel=stats["A"]["curve"]["unit"], ylabel="training error (%, train mode)",
+            title="ResNet-20: shortcut options A, B, C")
+    ax1.legend(fontsize=7)
+    for i, option in enumerate(OPTIONS):
+        s = stats[option]
+        ax2.scatter(s["parameters"] / 1e3, 100 * s["test_error"], color=f"C{i}", s=40,
+                    marker="o", label=f"{option} test")
+        ax2.scatter(s["parameters"] / 1e3, 100 * s["train_error"], color=f"C{i}", s=40,
+                    marker="x", label=f"{option} train")
+    ax2.set(xlabel="parameters (thousands)", ylabel="final error (%)",
+            title="what the projections cost and buy")
+    ax2.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return save_figure(fig, config, f"{NAME}_options.png")

@@ -1,0 +1,101 @@
+"""The highway demonstration: gates per block, gate-bias initialisation, the comparison rules,
+and its files."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from minires import backend
+from minires.experiments import common, highway
+from minires.models import get_model
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("highway")
+    config = common.DemoConfig(tiny=True, out=out, progress=False)
+    result = highway.run(config)
+    report = common.write_result(result, config)
+    return result, config, report
+
+
+def test_gate_means_at_initialisation_are_sigmoid_of_the_bias():
+    backend.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((4, 1, 12, 12)).astype(np.float32)
+    for bias in (0.0, -1.0, -3.0):
+        model = get_model("highway20", in_channels=1, widths=(4, 8, 16), gate_bias=bias)
+        gates = highway.gate_means(model, x)
+        assert len(gates) == 9
+        assert gates == pytest.approx([highway.sigmoid(bias)] * 9, abs=1e-6)
+        assert model.training  # mode restored
+
+
+def test_gates_after_training(demo):
+    nets = demo[0].numbers["nets"]
+    for bias in highway.GATE_BIASES:
+        entry = nets[f"{bias:g}"]
+        assert entry["initial_gate"] == pytest.approx(1 / (1 + math.exp(-bias)))
+        assert len(entry["gate_per_block"]) == 9
+        assert all(0 < g < 1 for g in entry["gate_per_block"])
+        assert entry["mean_gate"] == pytest.approx(np.mean(entry["gate_per_block"]))
+    # started at -3 (T = 0.047), the transform gates are still mostly shut after training
+    assert nets["-3"]["mean_gate"] < highway.CLOSED
+    assert demo[0].verdicts[3].holds
+
+
+def test_parameters(demo):
+    nets = demo[0].numbers["nets"]
+    assert nets["plain"]["parameters"] == nets["resnet"]["parameters"]
+    assert nets["0"]["parameters"] == nets["-1"]["parameters"] == nets["-3"]["parameters"]
+    assert nets["0"]["parameters"] > nets["resnet"]["parameters"]  # the gate convolutions
+
+
+def test_comparison_rules():
+    ref = {"train_loss": 1.0, "train_error": 0.30}
+    assert highway.at_least_as_well({"train_loss": 1.05, "train_error": 0.9}, ref, 1000)
+    assert highway.at_least_as_well({"train_loss": 2.0, "train_error": 0.31}, ref, 1000)
+    assert not highway.at_least_as_well({"train_loss": 2.0, "train_error": 0.5}, ref, 1000)
+    assert highway.better({"train_loss": 0.8, "train_error": 0.3}, ref)
+    assert not highway.better({"train_loss": 0.95, "train_error": 0.1}, ref)
+
+
+def test_verdicts_follow_the_numbers(demo):
+    result = demo[0]
+    nets = result.numbers["nets"]
+    n = result.numbers["n_train"]
+    best = result.numbers["best_highway"]
+    assert best == min(("0", "-1", "-3"), key=lambda k: nets[k]["train_loss"])
+    expected = [
+        all(highway.at_least_as_well(nets[k], nets["0"], n) for k in ("-1", "-3")),
+        highway.better(nets[best], nets["plain"]),
+        highway.at_least_as_well(nets["resnet"], nets[best], n),
+        nets["-3"]["mean_gate"] < highway.CLOSED,
+    ]
+    assert [v.holds for v in result.verdicts] == expected
+
+
+def test_files_written(demo):
+    result, config, report = demo
+    out = config.out
+    data = json.loads((out / "highway.json").read_text())
+    assert data["name"] == "highway" and len(data["verdicts"]) == 4
+    text = report.read_text()
+    assert f"## {highway.TITLE}" in text
+    assert (out / "sections" / "highway.md").exists()
+    assert 1 <= len(result.figures) <= 3
+    for name in result.figures:
+        content = (out / name).read_bytes()
+        assert name.startswith("highway") and content.startswith(PNG_MAGIC)
+        assert f"]({name})" in text
+
+
+@pytest.mark.slow
+def test_quick_mode_gates_and_residual(tmp_path):
+    """The quick demonstration (five 20-layer trainings)."""
+    result = highway.run(common.DemoConfig(out=tmp_path, progress=False))
+    assert result.verdicts[2].holds, result.verdicts[2].evidence  # ResNet >= best highway
+    assert result.verdicts[3].holds, result.verdicts[3].evidence  # b_T = -3: T < 0.5

@@ -1,0 +1,162 @@
+"""The identity-mappings demonstration: exact identity of zero-gamma residual stacks, learning
+the identity, signals at initialisation, the Figure-7 response hooks, and its files."""
+
+import json
+
+import numpy as np
+import pytest
+
+from minires import backend
+from minires.autograd import Tensor, no_grad
+from minires.experiments import common, identity
+from minires.experiments.identity import block_stack, layer_response_stds, sizes_for
+from minires.models import get_model
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """Run the demonstration once in tiny mode and write its files."""
+    out = tmp_path_factory.mktemp("identity")
+    config = common.DemoConfig(tiny=True, out=out, progress=False)
+    result = identity.run(config)
+    report = common.write_result(result, config)
+    return result, config, report
+
+
+def verdict(result, start):
+    found = [v for v in result.verdicts if v.claim.startswith(start)]
+    assert len(found) == 1, [v.claim for v in result.verdicts]
+    return found[0]
+
+
+def test_zero_gamma_residual_stack_is_exactly_the_identity(demo):
+    result, config, _ = demo
+    exact = result.numbers["exact"]
+    for mode in ("train", "eval"):
+        assert exact[f"residual, gamma = 0 | non-negative | {mode}"]["max_abs_diff"] == 0.0
+        assert exact[f"residual, gamma = 0 | non-negative | {mode}"]["dtype"] == "float32"
+        # with signed input it computes relu(x): the non-negativity condition matters
+        assert exact[f"residual, gamma = 0 | signed | {mode}"]["max_abs_diff"] > 0.5
+        for stack in ("plain", "plain, gamma = 0"):
+            assert exact[f"{stack} | non-negative | {mode}"]["rel_diff"] > 0.5
+    assert verdict(result, f"{sizes_for(config).exact_depth} residual blocks").holds
+    assert verdict(result, "The plain stack is not").holds
+
+
+def test_block_stack_identity_directly():
+    x = np.abs(np.random.default_rng(3).standard_normal((2, 4, 5, 5))).astype(np.float32)
+    stack = block_stack(30, 4, residual=True, seed=1, zero_gamma=True)
+    with no_grad():
+        assert np.array_equal(stack(Tensor(x)).data, x)
+    plain = block_stack(30, 4, residual=False, seed=1, zero_gamma=True)
+    with no_grad():
+        assert np.all(plain(Tensor(x)).data == 0)  # relu(beta = 0): the input is lost
+
+
+def test_learning_the_identity(demo):
+    result, config, _ = demo
+    depths = sizes_for(config).depths
+    learned = result.numbers["learning"]
+    res = [learned["residual"][str(d)]["final_fraction"] for d in depths]
+    plain = [learned["plain"][str(d)]["final_fraction"] for d in depths]
+    # shallow residual stacks learn it much better than plain ones (clear margins at tiny)
+    assert res[0] < 0.5 * plain[0] and res[1] < 0.5 * plain[1]
+    assert res[0] < 0.5
+    # plain stacks get worse with depth and end near "outputs the mean" (fraction ~1)
+    assert plain[-1] > plain[0] and plain[-1] > 0.5
+    assert verdict(result, "Plain stacks get worse").holds
+    for d in depths:
+        entry = learned["residual"][str(d)]
+        assert len(entry["losses"]) == sizes_for(config).steps
+        assert entry["final_fraction"] == pytest.approx(
+            np.mean(entry["losses"][-10:]) / identity.VAR_ABS_NORMAL)
+
+
+def test_signals_at_initialisation(demo):
+    result, config, _ = demo
+    signals = result.numbers["signals"]
+    depth = sizes_for(config).depths[-1]
+    for kind in ("plain", "residual"):
+        assert len(signals[kind]["forward_rms"]) == depth + 1
+        assert len(signals[kind]["backward_norm"]) == depth + 1
+    res, plain = signals["residual"], signals["plain"]
+    assert res["forward_min_ratio"] >= identity.VANISHED
+    assert res["backward_min_ratio"] >= identity.VANISHED
+    assert res["backward_spread"] < plain["backward_spread"]
+    assert verdict(result, f"Through {depth} residual blocks").holds
+    assert verdict(result, "The residual stack keeps").holds
+    # same input and same upstream gradient for both stacks
+    assert res["forward_rms"][0] == plain["forward_rms"][0]
+    assert res["backward_norm"][-1] == pytest.approx(plain["backward_norm"][-1])
+
+
+def test_layer_response_stds_hooks():
+    backend.manual_seed(0)
+    model = get_model("resnet20", num_classes=10, in_channels=1, widths=(4, 8, 16))
+    x = np.random.default_rng(0).standard_normal((6, 1, 12, 12)).astype(np.float32)
+    model.train()
+    stds = layer_response_stds(model, x)
+    assert len(stds) == 19  # the stem's 3x3 layer and two per block
+    assert model.training  # mode restored
+    assert all(not m._forward_hooks for m in model.modules())  # hooks removed
+    model.eval()
+    with no_grad():
+        first = model.bn1(model.conv1(Tensor(x))).data
+        block = model.layer1[0]
+        inner = block.bn1(block.conv1(model.relu(Tensor(first))))
+    assert stds[0] == pytest.approx(float(first.std()), rel=1e-5)
+    assert stds[1] == pytest.approx(float(inner.data.std()), rel=1e-5)
+
+
+def test_verdicts_follow_the_numbers(demo):
+    result, config, _ = demo
+    small, big = sizes_for(config).fig7_depths
+    responses = result.numbers["responses"]
+    for name in (f"plain{small}", f"resnet{small}", f"plain{big}", f"resnet{big}"):
+        assert len(responses[name]["stds"]) == 6 * ((int(name[-2:]) - 2) // 6) + 1
+        assert responses[name]["mean_std"] == pytest.approx(np.mean(responses[name]["stds"]))
+    smaller = all(responses[f"resnet{d}"]["mean_std"] < responses[f"plain{d}"]["mean_std"]
+                  for d in (small, big))
+    assert verdict(result, "ResNet responses are generally smaller").holds == smaller
+    deeper = responses[f"resnet{big}"]["mean_std"] < responses[f"resnet{small}"]["mean_std"]
+    assert verdict(result, "The deeper ResNet").holds == deeper
+    scaling = result.numbers["scaling"]
+    ratio = scaling["scaled"]["train_loss"] / scaling["identity"]["train_loss"]
+    assert verdict(result, "Scaling the shortcut").holds == (ratio > 1 + identity.WORSE_MARGIN)
+    assert len(result.verdicts) == 10
+
+
+def test_files_written(demo):
+    result, config, report = demo
+    out = config.out
+    data = json.loads((out / "identity.json").read_text())
+    assert data["name"] == "identity"
+    assert data["numbers"]["exact"]
+    assert len(data["verdicts"]) == len(result.verdicts)
+    text = report.read_text()
+    assert f"## {identity.TITLE}" in text
+    assert (out / "sections" / "identity.md").exists()
+    assert 1 <= len(result.figures) <= 3
+    for name in result.figures:
+        path = out / name
+        assert path.name.startswith("identity") and path.suffix == ".png"
+        content = path.read_bytes()
+        assert len(content) > 1000 and content.startswith(PNG_MAGIC)
+        assert f"]({name})" in text
+
+
+@pytest.mark.slow
+def test_quick_mode_claims(tmp_path):
+    """The quick demonstration (minutes: it trains plain/ResNet-20/56): the exact and
+    initialisation claims, and the learning comparison at the shallow end."""
+    config = common.DemoConfig(out=tmp_path, progress=False)
+    result = identity.run(config)
+    assert verdict(result, "100 residual blocks").holds
+    assert verdict(result, "The plain stack is not").holds
+    assert verdict(result, "Plain stacks get worse").holds
+    assert verdict(result, "Through 50 residual blocks").holds
+    assert verdict(result, "The residual stack keeps").holds
+    learned = result.numbers["learning"]
+    assert learned["residual"]["1"]["final_fraction"] < learned["plain"]["1"]["final_fraction"]
