@@ -214,7 +214,8 @@ def rebuild_report(out: Path) -> Path:
             continue
         data = json.loads(data_path.read_text())
         for verdict in data["verdicts"]:
-            summary.append(f"| {name} | {verdict['claim']} | **{verdict['verdict']}** |")
+            claim = verdict["claim"].replace("|", "\\|")  # a literal | would end the cell
+            summary.append(f"| {name} | {claim} | **{verdict['verdict']}** |")
     body = [(out / "sections" / f"{n}.md").read_text() for n in names]
     return write_text(out / "report.md", "\n".join(summary) + "\n\n" + "\n".join(body))
 

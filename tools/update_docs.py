@@ -1,0 +1,95 @@
+"""Regenerate the figures and the verdict table shown in README.md from a `demo all` run.
+
+    python tools/update_docs.py            # run `python -m minires demo all`, then copy
+    python tools/update_docs.py --from DIR [--seconds S]  # reuse an existing run
+
+Copies ``report.md`` and every PNG into ``docs/demo/`` and rewrites the part of README.md
+between the ``<!-- DEMO-RESULTS -->`` markers with the verdict table, the wall time and
+the main figures.  Everything shown comes from the run's own JSON files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "demo"
+MARKER = "<!-- DEMO-RESULTS -->"
+ORDER = ("vanishing", "identity", "degradation", "shortcuts", "lesion", "highway")
+
+
+def run_demos(out: Path) -> float:
+    """Run the main job into ``out``; return its wall time in seconds."""
+    import time
+
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "minires", "demo", "all", "--out", str(out)],
+                   check=True, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def results_section(out: Path, total_seconds: float | None) -> str:
+    """The README block: verdicts per demonstration and the figures."""
+    lines = [MARKER, "", "### What the default run measured", ""]
+    if total_seconds is not None:
+        lines += [f"`python -m minires demo all` took {total_seconds / 60:.1f} minutes on a "
+                  "2-core CPU (quick mode, embedded MNIST).  The full report with every "
+                  "table is [docs/demo/report.md](docs/demo/report.md).", ""]
+    lines += ["| demonstration | claim | verdict |", "|---|---|---|"]
+    figures = []
+    for name in ORDER:
+        path = out / f"{name}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        for verdict in data["verdicts"]:
+            claim = verdict["claim"].replace("|", "\\|")  # a literal | would end the cell
+            lines.append(f"| {name} | {claim} | **{verdict['verdict']}** |")
+        figures += data["figures"]
+    lines += [""]
+    for figure in figures:
+        lines += [f"![{Path(figure).stem}](docs/demo/{figure})", ""]
+    lines.append(MARKER)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--from", dest="source", default=None,
+                        help="an existing `demo all` output directory (default: run it)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="with --from: the wall time that run took, for the README")
+    args = parser.parse_args()
+    if args.source:
+        out, seconds = Path(args.source), args.seconds
+    else:
+        out = ROOT / "build" / "demo"
+        seconds = run_demos(out)
+    if not (out / "report.md").exists():
+        print(f"error: no report.md in {out}; run `python -m minires demo all --out {out}`")
+        return 2
+    DOCS.mkdir(parents=True, exist_ok=True)
+    for old in DOCS.glob("*.png"):
+        old.unlink()
+    for png in out.glob("*.png"):
+        shutil.copy2(png, DOCS / png.name)
+    shutil.copy2(out / "report.md", DOCS / "report.md")
+
+    readme = (ROOT / "README.md").read_text()
+    parts = readme.split(MARKER)
+    if len(parts) not in (2, 3):
+        print(f"error: README.md needs one {MARKER} marker (or a pair around the results)")
+        return 2
+    head, tail = parts[0], parts[-1]
+    (ROOT / "README.md").write_text(head + results_section(out, seconds) + tail)
+    print(f"updated README.md and {DOCS.relative_to(ROOT)}/ from {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
