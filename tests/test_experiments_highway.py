@@ -1,7 +1,6 @@
 """The highway demonstration: gates per block, gate-bias initialisation, the comparison rules,
 and its files."""
 
-import json
 import math
 
 import numpy as np
@@ -10,8 +9,7 @@ import pytest
 from minires import backend
 from minires.experiments import common, highway
 from minires.models import get_model
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from tests.demo_check import assert_demo_files
 
 
 @pytest.fixture(scope="module")
@@ -79,18 +77,8 @@ def test_verdicts_follow_the_numbers(demo):
 
 
 def test_files_written(demo):
-    result, config, report = demo
-    out = config.out
-    data = json.loads((out / "highway.json").read_text())
-    assert data["name"] == "highway" and len(data["verdicts"]) == 4
-    text = report.read_text()
-    assert f"## {highway.TITLE}" in text
-    assert (out / "sections" / "highway.md").exists()
-    assert 1 <= len(result.figures) <= 3
-    for name in result.figures:
-        content = (out / name).read_bytes()
-        assert name.startswith("highway") and content.startswith(PNG_MAGIC)
-        assert f"]({name})" in text
+    data = assert_demo_files(*demo)
+    assert len(data["verdicts"]) == 4
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 """The identity-mappings demonstration: exact identity of zero-gamma residual stacks, learning
 the identity, signals at initialisation, the Figure-7 response hooks, and its files."""
 
-import json
 
 import numpy as np
 import pytest
@@ -11,8 +10,7 @@ from minires.autograd import Tensor, no_grad
 from minires.experiments import common, identity
 from minires.experiments.identity import block_stack, layer_response_stds, sizes_for
 from minires.models import get_model
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from tests.demo_check import assert_demo_files
 
 
 @pytest.fixture(scope="module")
@@ -129,22 +127,8 @@ def test_verdicts_follow_the_numbers(demo):
 
 
 def test_files_written(demo):
-    result, config, report = demo
-    out = config.out
-    data = json.loads((out / "identity.json").read_text())
-    assert data["name"] == "identity"
+    data = assert_demo_files(*demo)
     assert data["numbers"]["exact"]
-    assert len(data["verdicts"]) == len(result.verdicts)
-    text = report.read_text()
-    assert f"## {identity.TITLE}" in text
-    assert (out / "sections" / "identity.md").exists()
-    assert 1 <= len(result.figures) <= 3
-    for name in result.figures:
-        path = out / name
-        assert path.name.startswith("identity") and path.suffix == ".png"
-        content = path.read_bytes()
-        assert len(content) > 1000 and content.startswith(PNG_MAGIC)
-        assert f"]({name})" in text
 
 
 @pytest.mark.slow

@@ -1,15 +1,13 @@
 """The shortcut-options demonstration (paper Table 3): A, B, C on one ResNet-20, its tolerance,
 verdicts that follow the numbers, and its files."""
 
-import json
 import math
 
 import pytest
 
 from minires.experiments import common, shortcuts
 from minires.models import count_parameters, get_model
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from tests.demo_check import assert_demo_files
 
 
 @pytest.fixture(scope="module")
@@ -68,18 +66,8 @@ def test_option_a_is_the_shared_resnet20(demo):
 
 
 def test_files_written(demo):
-    result, config, report = demo
-    out = config.out
-    data = json.loads((out / "shortcuts.json").read_text())
-    assert data["name"] == "shortcuts" and len(data["verdicts"]) == 3
-    text = report.read_text()
-    assert f"## {shortcuts.TITLE}" in text
-    assert (out / "sections" / "shortcuts.md").exists()
-    assert 1 <= len(result.figures) <= 3
-    for name in result.figures:
-        content = (out / name).read_bytes()
-        assert name.startswith("shortcuts") and content.startswith(PNG_MAGIC)
-        assert f"]({name})" in text
+    data = assert_demo_files(*demo)
+    assert len(data["verdicts"]) == 3
 
 
 @pytest.mark.slow

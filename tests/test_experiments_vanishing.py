@@ -1,7 +1,6 @@
 """The vanishing-gradient demonstration: its claims hold on the tiny sizes, and its parts
 (the one-neuron chain, the decay-factor fit, the ratios, the MLP) do what they say."""
 
-import json
 
 import numpy as np
 import pytest
@@ -9,8 +8,7 @@ import pytest
 from minires import backend
 from minires.experiments import common, vanishing
 from minires.experiments.vanishing import decay_factor, key, sigmoid_chain, summarise
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from tests.demo_check import assert_demo_files
 
 
 @pytest.fixture(scope="module")
@@ -68,23 +66,9 @@ def test_activation_regimes(demo):
 
 
 def test_files_written(demo):
-    result, config, report = demo
-    out = config.out
-    data = json.loads((out / "vanishing.json").read_text())
-    assert data["name"] == "vanishing"
+    data = assert_demo_files(*demo)
     assert data["numbers"]["chain"]["rel_error"] < 1e-12
     assert all(v["verdict"] == "holds" for v in data["verdicts"])
-    text = report.read_text()
-    assert report == out / "report.md"
-    assert f"## {vanishing.TITLE}" in text
-    assert (out / "sections" / "vanishing.md").exists()
-    assert 1 <= len(result.figures) <= 3
-    for name in result.figures:
-        path = out / name
-        assert path.name.startswith("vanishing") and path.suffix == ".png"
-        content = path.read_bytes()
-        assert len(content) > 1000 and content.startswith(PNG_MAGIC)
-        assert f"]({name})" in text
 
 
 def test_decay_factor_recovers_a_geometric_sequence():
