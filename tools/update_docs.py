@@ -18,9 +18,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout, installed or not
+from minires.experiments.common import DEMO_ORDER, verdict_rows  # noqa: E402
+
 DOCS = ROOT / "docs" / "demo"
 MARKER = "<!-- DEMO-RESULTS -->"
-ORDER = ("vanishing", "identity", "degradation", "shortcuts", "lesion", "highway")
 
 
 def run_demos(out: Path) -> float:
@@ -41,16 +43,12 @@ def results_section(out: Path, total_seconds: float | None) -> str:
                   "2-core CPU (quick mode, embedded MNIST).  The full report with every "
                   "table is [docs/demo/report.md](docs/demo/report.md).", ""]
     lines += ["| demonstration | claim | verdict |", "|---|---|---|"]
+    lines += verdict_rows(out)
     figures = []
-    for name in ORDER:
+    for name in DEMO_ORDER:
         path = out / f"{name}.json"
-        if not path.exists():
-            continue
-        data = json.loads(path.read_text())
-        for verdict in data["verdicts"]:
-            claim = verdict["claim"].replace("|", "\\|")  # a literal | would end the cell
-            lines.append(f"| {name} | {claim} | **{verdict['verdict']}** |")
-        figures += data["figures"]
+        if path.exists():
+            figures += json.loads(path.read_text())["figures"]
     lines += [""]
     for figure in figures:
         lines += [f"![{Path(figure).stem}](docs/demo/{figure})", ""]

@@ -202,22 +202,44 @@ def write_result(result: DemoResult, config: DemoConfig) -> Path:
     return rebuild_report(out)
 
 
+def verdict_rows(out: Path, names=DEMO_ORDER) -> list:
+    """Markdown table rows ``| demonstration | claim | verdict |`` from the NAME.json files
+    present in ``out`` (report.md's summary and the README use the same rows)."""
+    rows = []
+    for name in names:
+        data_path = Path(out) / f"{name}.json"
+        if not data_path.exists():
+            continue
+        for verdict in json.loads(data_path.read_text())["verdicts"]:
+            claim = verdict["claim"].replace("|", "\\|")  # a literal | would end the cell
+            rows.append(f"| {name} | {claim} | **{verdict['verdict']}** |")
+    return rows
+
+
 def rebuild_report(out: Path) -> Path:
     """report.md = a verdict summary, then every section present, in DEMO_ORDER."""
     out = Path(out)
     names = [n for n in DEMO_ORDER if (out / "sections" / f"{n}.md").exists()]
     summary = ["# minires: what the ResNet paper claims, measured", "",
                "| demonstration | claim | verdict |", "|---|---|---|"]
-    for name in names:
-        data_path = out / f"{name}.json"
-        if not data_path.exists():
-            continue
-        data = json.loads(data_path.read_text())
-        for verdict in data["verdicts"]:
-            claim = verdict["claim"].replace("|", "\\|")  # a literal | would end the cell
-            summary.append(f"| {name} | {claim} | **{verdict['verdict']}** |")
+    summary += verdict_rows(out, names)
     body = [(out / "sections" / f"{n}.md").read_text() for n in names]
     return write_text(out / "report.md", "\n".join(summary) + "\n\n" + "\n".join(body))
+
+
+def forward_eval(model, images: np.ndarray):
+    """``model(images)`` in eval mode under no_grad, on the model's device; the model's
+    train/eval mode is restored afterwards.  Used to look inside trained nets (forward
+    hooks, highway gates)."""
+    from minires.autograd import Tensor, no_grad
+
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            return model(Tensor(backend.to_device(images, next(model.parameters()).device)))
+    finally:
+        model.train(was_training)
 
 
 # ---------------------------------------------------------------------------- figures

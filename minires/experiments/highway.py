@@ -38,12 +38,11 @@ import math
 
 import numpy as np
 
-from minires import backend
-from minires.autograd import Tensor, no_grad
 from minires.experiments.common import (
     DemoConfig,
     DemoResult,
     Stopwatch,
+    forward_eval,
     pyplot,
     save_figure,
 )
@@ -100,13 +99,7 @@ def better(candidate: dict, reference: dict) -> bool:
 
 def gate_means(model, images: np.ndarray) -> list:
     """Mean transform gate T of every highway block on ``images`` (eval mode, no graph)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            model(Tensor(backend.to_device(images, next(model.parameters()).device)))
-    finally:
-        model.train(was_training)
+    forward_eval(model, images)
     return [float(block.last_gate_mean) for _, block in model.blocks()
             if isinstance(block, HighwayBlock)]
 

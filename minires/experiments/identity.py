@@ -60,6 +60,7 @@ from minires.experiments.common import (
     DemoConfig,
     DemoResult,
     Stopwatch,
+    forward_eval,
     progress,
     pyplot,
     save_figure,
@@ -237,15 +238,11 @@ def layer_response_stds(model, images: np.ndarray) -> list:
     for _, block in model.blocks():
         layers += [block.bn1, getattr(block, block.response_layer)]
     handles = [layer.register_forward_hook(record) for layer in layers]
-    was_training = model.training
-    model.eval()
     try:
-        with no_grad():
-            model(Tensor(backend.to_device(images, next(model.parameters()).device)))
+        forward_eval(model, images)
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     return stds
 
 
