@@ -29,7 +29,7 @@ def make_run(tmp_path=None, lr=0.05, seed=0, progress=None, scheduler=True, **kw
     sched = MultiStepLR(optimizer, milestones=[2], gamma=0.5) if scheduler else None
     paths = {}
     if tmp_path is not None:
-        paths = dict(checkpoint_path=tmp_path / "checkpoint.pkl",
+        paths = dict(checkpoint_path=tmp_path / "checkpoint.safetensors",
                      history_path=tmp_path / "history.json")
     return Trainer(model, optimizer, DataLoader((x, y), 32, shuffle=True),
                    DataLoader((xt, yt), 48), scheduler=sched, progress=progress,
@@ -79,21 +79,21 @@ def test_resume_is_exactly_an_uninterrupted_run(tmp_path):
     minires.manual_seed(123)
     resumed = make_run(tmp_path, seed=99)
     minires.manual_seed(456)
-    history = resumed.fit(3, resume_from=tmp_path / "checkpoint.pkl")
+    history = resumed.fit(3, resume_from=tmp_path / "checkpoint.safetensors")
 
     assert history.without_timing() == expected.without_timing()
     for (name, a), (_, b) in zip(full.model.state_dict().items(),
                                  resumed.model.state_dict().items(), strict=True):
         assert np.array_equal(a, b), name
     assert backend.get_rng_state() == expected_rng
-    saved = serialization.load(tmp_path / "checkpoint.pkl")
+    saved = serialization.load(tmp_path / "checkpoint.safetensors")
     assert saved["epoch"] == 3 and len(saved["history"]) == 3
 
 
 def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path):
     trainer = make_run(tmp_path)
     trainer.fit(1)
-    good = serialization.load(tmp_path / "checkpoint.pkl")
+    good = serialization.load(tmp_path / "checkpoint.safetensors")
     calls = []
 
     def nan_after_two_steps(logits, target):
@@ -106,8 +106,8 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path):
         trainer.fit(2)
     assert info.value.epoch == 2 and info.value.step == 3
     assert np.isnan(info.value.losses[-1]) and len(info.value.losses) == 3
-    assert str(tmp_path / "checkpoint.pkl") in str(info.value)
-    on_disk = serialization.load(tmp_path / "checkpoint.pkl")
+    assert str(tmp_path / "checkpoint.safetensors") in str(info.value)
+    on_disk = serialization.load(tmp_path / "checkpoint.safetensors")
     assert on_disk["epoch"] == 1
     for key, value in good["model"].items():
         assert np.array_equal(on_disk["model"][key], value)
@@ -119,7 +119,7 @@ def test_huge_learning_rate_diverges(tmp_path):
     trainer = make_run(tmp_path, lr=1e10, scheduler=False)
     with pytest.raises(TrainingDiverged, match="diverged at"):
         trainer.fit(2)
-    assert not (tmp_path / "checkpoint.pkl").exists()
+    assert not (tmp_path / "checkpoint.safetensors").exists()
 
 
 def test_evaluate_restores_modes():
@@ -215,5 +215,6 @@ def test_bad_arguments():
     loader = DataLoader(make_blobs_images(8, size=8), 4)
     with pytest.raises(ValueError, match="scheduler_interval"):
         Trainer(model, optimizer, loader, scheduler_interval="batch")
-    with pytest.raises(ValueError, match=".pkl"):
-        Trainer(model, optimizer, loader, checkpoint_path="x.npz")
+    for bad in ("x.npz", "x.pkl", "x.pt"):
+        with pytest.raises(ValueError, match=r"use a \.safetensors path"):
+            Trainer(model, optimizer, loader, checkpoint_path=bad)
