@@ -20,7 +20,8 @@ SMOKE = ["train", "--model", "resnet20", "--width", "4", "--limit-batches", "3",
 def test_train_writes_files_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(SMOKE + ["--epochs", "1", "--out", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {"history.json", "history.csv", "checkpoint.safetensors"}
+    assert {p.name for p in out.iterdir()} == {"history.json", "history.csv",
+                                               "checkpoint.safetensors"}
     printed = capsys.readouterr().out
     assert "final (epoch 1): train error" in printed and "test error" in printed
     assert len(json.loads((out / "history.json").read_text())) == 1

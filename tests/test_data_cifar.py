@@ -9,7 +9,6 @@ they test the parser behind the md5 check.
 
 import hashlib
 import io
-import os
 import pickle
 import tarfile
 import urllib.error
@@ -28,6 +27,7 @@ from minires.data.cifar import (
     download_cifar10,
     load_cifar10,
 )
+from tests.hostile_files import PlantedCommand
 
 PER_FILE = 20
 NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -190,22 +190,12 @@ def test_truncated_file(fake_root):
         load_cifar10(root, "test", verify_md5=False)
 
 
-class _Command:
-    """A pickle that, unpickled, runs a shell command creating ``marker``."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.parametrize("protocol", [2, 5])
 def test_planted_command_never_runs(fake_root, tmp_path, protocol):
     root, _ = fake_root
     marker = tmp_path / "pwned"
     path = root / CIFAR10_FOLDER / "test_batch"
-    write_batch(path, {b"data": _Command(marker), b"labels": []}, protocol=protocol)
+    write_batch(path, {b"data": PlantedCommand(marker), b"labels": []}, protocol=protocol)
     with pytest.raises(ValueError, match="md5"):  # the default: not the official file
         load_cifar10(root, "test")
     # Even unverified, the file is decoded, never executed: the global is refused.

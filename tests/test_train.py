@@ -11,6 +11,7 @@ from minires.data import DataLoader, make_blobs_images
 from minires.functional import cross_entropy
 from minires.optim import SGD, MultiStepLR
 from minires.train import History, Trainer, TrainingDiverged, evaluate, paper_cifar_recipe
+from tests.same_check import assert_same
 
 
 def tiny_net(channels=3, classes=4, width=8):
@@ -88,6 +89,35 @@ def test_resume_is_exactly_an_uninterrupted_run(tmp_path):
     assert backend.get_rng_state() == expected_rng
     saved = serialization.load(tmp_path / "checkpoint.safetensors")
     assert saved["epoch"] == 3 and len(saved["history"]) == 3
+
+
+def test_checkpoint_file_round_trips_every_state_exactly(tmp_path):
+    # The paper recipe with warm-up: SequentialLR of LinearLR and MultiStepLR, momentum
+    # buffers, PCG64 states (128-bit integers) of minires's and the loaders' generators.
+    pytest.importorskip("safetensors", reason="checkpoints are safetensors files")
+    trainer = make_run(tmp_path)
+    trainer.scheduler = None
+    trainer.optimizer, trainer.scheduler = paper_cifar_recipe(trainer.model, 6, 4,
+                                                              warmup_epochs=1)
+    trainer.scheduler_interval = "step"
+    trainer.fit(2)
+    in_memory = trainer.checkpoint()
+    on_disk = serialization.load(tmp_path / "checkpoint.safetensors")
+    assert_same(in_memory, on_disk)
+    assert on_disk["epoch"] == 2 and isinstance(on_disk["optimizer"]["state"], dict)
+    assert all(type(k) is int for k in on_disk["optimizer"]["state"])
+    assert serialization.load_state_dict(tmp_path / "checkpoint.safetensors").keys() == \
+        trainer.model.state_dict().keys()
+
+
+def test_resume_refuses_other_files(tmp_path):
+    trainer = make_run(tmp_path)
+    serialization.save(trainer.model.state_dict(), tmp_path / "weights.safetensors")
+    with pytest.raises(ValueError, match="not a minires training checkpoint"):
+        trainer.resume(tmp_path / "weights.safetensors")
+    (tmp_path / "checkpoint.pkl").write_bytes(b"\x80\x04K\x01.")  # pickle.dumps(1)
+    with pytest.raises(ValueError, match="is a pickle file"):
+        trainer.resume(tmp_path / "checkpoint.pkl")
 
 
 def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path):
