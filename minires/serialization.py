@@ -239,6 +239,9 @@ def _sniff(path: Path) -> str:
     size = path.stat().st_size
     with open(path, "rb") as file:
         head = file.read(9)
+    # safetensors first: its header length is arbitrary, so its first byte may be 0x80.
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
     if head[:1] == b"\x80":  # PROTO opcode: pickle protocol 2 and later
         return "pickle"
     if head[:4] == b"PK\x03\x04":  # a zip: np.savez, or torch.save's zip of data.pkl
