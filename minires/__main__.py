@@ -150,7 +150,7 @@ def _resume_state(checkpoint_path, config: dict, epochs: int) -> None:
                             "--resume first, or pass the --out of an earlier run")
     try:
         state = serialization.load(checkpoint_path)
-    except ValueError as err:  # truncated, foreign, a pickle
+    except (ValueError, OSError) as err:  # truncated, foreign, a pickle, unreadable
         raise _CommandError(f"--resume: {err}") from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise _CommandError(f"--resume: {checkpoint_path} is not a minires training "

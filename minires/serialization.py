@@ -163,7 +163,8 @@ def _encode(obj, where: str, tensors: dict):
             return {k: _encode(v, f"{where}/{k}", tensors) for k, v in obj.items()}
         return {"__dict__": [[_encode(k, f"{where}/key", tensors),
                               _encode(v, f"{where}/{k}", tensors)] for k, v in obj.items()]}
-    raise TypeError(f"cannot save {where or 'the object'}: a {type(obj).__name__}; minires.save "
+    raise TypeError(f"cannot save {'entry ' + where if where else 'the object'}: a "
+                    f"{type(obj).__name__}; minires.save "
                     "stores dicts, lists, tuples, str, int, float, bool, None and arrays "
                     "(no pickling of other objects: save their state_dict() instead)")
 
@@ -282,8 +283,26 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
             metadata = file.metadata() or {}
             tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118
     except Exception as err:  # SafetensorError, or a dtype NumPy lacks (bfloat16)
-        raise _not_ours(path, f"safetensors could not read it: {err}") from err
+        raise _not_ours(path, _truncation(path) or f"safetensors could not read it: {err}"
+                        ) from err
     return tensors, metadata
+
+
+def _truncation(path: Path) -> str | None:
+    """'it is truncated (...)' when the header describes more tensor bytes than follow it."""
+    try:
+        with open(path, "rb") as file:
+            length = int.from_bytes(file.read(8), "little")
+            header = json.loads(file.read(length))
+        needed = max((entry["data_offsets"][1] for key, entry in header.items()
+                      if key != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, OSError):
+        return None
+    present = path.stat().st_size - 8 - length
+    if needed <= present:
+        return None
+    return (f"it is truncated: its header describes {needed} bytes of tensor data, the file "
+            f"holds {present}")
 
 
 def _decode(node, tensors: dict, path: Path):

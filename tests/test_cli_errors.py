@@ -61,7 +61,7 @@ def copy_run(trained, tmp_path):
 
 
 @pytest.mark.parametrize("damage, phrase", [
-    (lambda p: p.write_bytes(p.read_bytes()[:-100]), "could not read it"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-100]), "it is truncated"),
     (lambda p: p.write_bytes(b"\x00" * 64), "is not a file minires.save wrote"),
     (lambda p: p.write_bytes(b"<html>not a checkpoint</html>"), "it starts with"),
     (lambda p: serialization.save({"w": minires.zeros(3)}, p), "not a minires training"),
