@@ -203,7 +203,7 @@ def check_cifar10(root=None, splits=CIFAR10_SPLITS) -> Path:
 
 def _read_binary_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One binary batch: records of 1 label byte + 3,072 pixel bytes, by np.frombuffer."""
-    raw = np.fromfile(path, dtype=np.uint8)
+    raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
     if raw.size == 0 or raw.size % (1 + _PIXELS):
         raise ValueError(
             f"CIFAR-10 batch file {path} is corrupted: {raw.size} bytes is not a whole number "
