@@ -358,10 +358,11 @@ def load(path):
     tensors, metadata = _read_safetensors(path)
     if SKELETON_KEY in metadata:
         try:
-            skeleton = json.loads(metadata[SKELETON_KEY])
-        except ValueError as err:
+            return _decode(json.loads(metadata[SKELETON_KEY]), tensors, path)
+        except RecursionError as err:  # a crafted file nesting thousands of levels deep
+            raise _not_ours(path, "its JSON skeleton is nested too deeply") from err
+        except json.JSONDecodeError as err:
             raise _not_ours(path, f"its JSON skeleton does not parse: {err}") from err
-        return _decode(skeleton, tensors, path)
     try:
         order = json.loads(metadata.get(ORDER_KEY, "[]"))
     except ValueError:
