@@ -109,7 +109,7 @@ _PY2_STRINGS = {"SHORT_BINSTRING", "BINSTRING"}  # Python 2 str: bytes, as encod
 def parse_batch(blob: bytes):
     """The object a CIFAR-10 batch pickle describes, built without executing it.
 
-    Returns what ``pickle.loads(blob, encoding="bytes")`` would for an official file (a dict
+    Returns what unpickling ``blob`` with ``encoding="bytes"`` would for an official file (a dict
     with keys ``b"data"`` (uint8 array (N, 3072)), ``b"labels"`` (list of N ints), ...).
     Raises ValueError for anything outside that small language.
     """
