@@ -180,3 +180,22 @@ def test_the_device_arrays_refuse_host_arrays_as_cupy_does():
         np.ones(3) * a
     assert isinstance(a.sum(), emu.ndarray) and a.sum().item() == 3.0  # 0-d on the device
     np.testing.assert_array_equal((a + 1).get(), 2.0)
+
+
+def test_the_emulation_never_runs_beside_a_real_cupy(monkeypatch):
+    """install() refuses where a real CuPy is importable (it would be mixed with the
+    stand-in), and registers nothing under the name ``cupy``."""
+    import importlib.util
+    import sys
+
+    from minires import backend
+    from tests import cudaemu
+
+    monkeypatch.setattr(backend, "_cupy", None)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "cupy" else real_find_spec(name, *a))
+    with pytest.raises(RuntimeError, match="does not run beside a real CuPy"):
+        cudaemu.install()
+    assert backend._cupy is None
+    assert "cupy" not in sys.modules or sys.modules["cupy"] is not cudaemu.module

@@ -18,6 +18,7 @@ bounds) as an error; then it copies the results back.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import re
@@ -260,6 +261,14 @@ def _scalar(param, value, name, index):
     return np.ctypeslib.as_ctypes_type(param.dtype)(value)
 
 
+@functools.cache
+def _guard(dtype) -> np.ndarray:
+    """GUARD_BYTES of the canary of ``dtype`` (read-only)."""
+    guard = np.resize(_CANARY.get(dtype, np.array([0xA5], np.uint8)), GUARD_BYTES)
+    guard.flags.writeable = False
+    return guard
+
+
 class _Staged:
     """Array arguments copied between guard zones; overlapping arguments share one copy."""
 
@@ -276,11 +285,12 @@ class _Staged:
             self.groups[-1][3].append(i)
         self.buffers, self.pointers = [], [0] * len(arrays)
         for start, end, dtype, members in self.groups:
-            canary = _CANARY.get(dtype, np.array([0xA5], np.uint8))
-            buffer = np.resize(canary, 2 * GUARD_BYTES + (end - start))
+            guard = _guard(dtype)
+            buffer = np.empty(2 * GUARD_BYTES + (end - start), np.uint8)
+            buffer[:GUARD_BYTES] = guard
+            buffer[GUARD_BYTES + end - start:] = guard
             ctypes.memmove(buffer.ctypes.data + GUARD_BYTES, start, end - start)
-            self.buffers.append((buffer, buffer[:GUARD_BYTES].copy(),
-                                 buffer[GUARD_BYTES + end - start:].copy()))
+            self.buffers.append((buffer, guard, guard))
             for i in members:
                 self.pointers[i] = (buffer.ctypes.data + GUARD_BYTES
                                     + arrays[i].__array_interface__["data"][0] - start)
