@@ -11,6 +11,8 @@
     padding, batch 1 and max-pool ties; a ResNet-20 training step on the GPU against the
     same step on the CPU; and a ResNet-20 step that copies nothing between host and device
     except the loss scalar it is asked for.  Skipped, with the reason, without CuPy or GPU.
+    ``--device cuda-emulated`` runs (b) on the CPU instead: the same .cu files built by g++
+    (tests/cudaemu, docs/cuda-emulation.md).
 """
 
 import contextlib
