@@ -17,7 +17,7 @@ import builtins
 import numpy as np
 
 from minires import backend
-from minires.autograd import Function, Tensor, _as_array, as_tensor
+from minires.autograd import Function, Tensor, as_array, as_tensor
 from minires.kernels import activation as act_kernels
 from minires.kernels import loss as loss_kernels
 
@@ -80,7 +80,8 @@ class Add(Function):
         return a + b
 
     def backward(self, g):
-        return sum_to(g, self.a_shape), sum_to(g, self.b_shape)
+        return (sum_to(g, self.a_shape) if self.needs_input_grad[0] else None,
+                sum_to(g, self.b_shape) if self.needs_input_grad[1] else None)
 
 
 class Sub(Function):
@@ -91,7 +92,8 @@ class Sub(Function):
         return a - b
 
     def backward(self, g):
-        return sum_to(g, self.a_shape), sum_to(-g, self.b_shape)
+        return (sum_to(g, self.a_shape) if self.needs_input_grad[0] else None,
+                sum_to(-g, self.b_shape) if self.needs_input_grad[1] else None)
 
 
 class Mul(Function):
@@ -498,6 +500,22 @@ class Stack(Function):
         return tuple(xp.take(g, i, axis=self.axis) for i in range(g.shape[self.axis]))
 
 
+class Split(Function):
+    """(y_0, y_1, ...) = consecutive pieces of x along ``axis``, of the given ``sizes``;
+    dx = the pieces' gradients joined back (a piece nothing used contributes zeros)."""
+
+    def __init__(self, sizes, axis=0):
+        self.sizes, self.axis = list(sizes), axis
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        pieces = xp.split(x, np.cumsum(self.sizes)[:-1].tolist(), axis=self.axis)
+        return tuple(p.copy() for p in pieces)  # copies: no piece aliases x's memory
+
+    def backward(self, *grads):
+        return backend.get_array_module(*grads).concatenate(grads, axis=self.axis)
+
+
 class Pad(Function):
     """y = x padded with a constant (NumPy's ``pad_width``: one (before, after) per axis);
     dx = the slice of g where x sits."""
@@ -749,6 +767,39 @@ def getitem(x, index):
     return GetItem(index)(x)
 
 
+def split(x, split_size_or_sections, dim=0):
+    """Cut ``x`` into pieces along ``dim``, as ``torch.split``: an int gives pieces of that
+    size (the last may be smaller), a list gives each piece's size (they must add up).
+
+    Shapes: x (..., n, ...) -> a tuple of (..., n_i, ...) with sum(n_i) = n.
+    """
+    if not -builtins.max(x.ndim, 1) <= dim < builtins.max(x.ndim, 1) or x.ndim == 0:
+        raise ValueError(f"split: dim {dim} is out of range for a tensor of shape {x.shape}")
+    n = x.shape[dim]
+    if isinstance(split_size_or_sections, (int, np.integer)):
+        size = int(split_size_or_sections)
+        if size < 0 or (size == 0 and n > 0):
+            raise ValueError(f"split: split_size must be >= 1 (0 only for an empty "
+                             f"dimension), got {size}")
+        sizes = [builtins.min(size, n - start) for start in range(0, n, size)] if n else [0]
+    else:
+        sizes = [int(s) for s in split_size_or_sections]
+        if builtins.any(s < 0 for s in sizes) or builtins.sum(sizes) != n:
+            raise ValueError(f"split: split_size_or_sections {sizes} must be sizes >= 0 that "
+                             f"add up to the dimension's size {n}")
+    return Split(sizes, dim)(x)
+
+
+def to(x, device=None, dtype=None) -> Tensor:
+    """Move to ``device`` ('cpu' or 'cuda') and/or cast to ``dtype``; differentiable."""
+    result = x
+    if device is not None and backend.check_device(device) != x.device:
+        result = ToDevice(backend.check_device(device))(result)
+    if dtype is not None and np.dtype(dtype) != result.dtype:
+        result = Cast(np.dtype(dtype))(result)
+    return result
+
+
 # ---------------------------------------------------------------------------- factories
 
 
@@ -758,7 +809,7 @@ def tensor(data, requires_grad=False, dtype=None, device="cpu", name=None) -> Te
     Python floats become the default dtype (float32); NumPy arrays keep their dtype
     unless ``dtype`` is given.
     """
-    array = _as_array(data, dtype=dtype, device=device)
+    array = as_array(data, dtype=dtype, device=device)
     if array is data or (isinstance(data, Tensor) and array is data.data):
         array = array.copy()
     return Tensor(array, requires_grad=requires_grad, name=name)
@@ -853,7 +904,10 @@ def _install_tensor_methods() -> None:
     T.reshape = T.view = reshape
     T.flatten, T.permute, T.transpose = flatten, permute, transpose
     T.broadcast_to = T.expand = broadcast_to
-    T.pow, T.matmul = pow, matmul
+    T.pow, T.matmul, T.split = pow, matmul, split
+    T.to = to
+    T.cpu = lambda self: to(self, backend.CPU)
+    T.cuda = lambda self: to(self, backend.CUDA)
     T.T = property(lambda self: Permute(tuple(reversed(range(self.ndim))))(self))
     T.argmax = lambda self, axis=None, dim=None: Tensor(
         self.data.argmax(axis=axis if dim is None else dim))

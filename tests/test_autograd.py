@@ -9,7 +9,7 @@ import pytest
 
 import minires
 from minires import backend
-from minires.autograd import Function, Tensor, _topological_order
+from minires.autograd import Function, Tensor, register_backward_observer
 
 
 def test_reused_tensor_gets_summed_gradient():
@@ -32,16 +32,51 @@ def test_diamond_graph():
     assert x.grad.item() == pytest.approx(36.0)
 
 
-def test_topological_order_puts_consumers_first():
+def _backward_order(loss):
+    """The Functions in the order backward ran them (seen through an observer)."""
+    ran = []
+    with register_backward_observer(lambda function, *_: ran.append(function)):
+        loss.backward(retain_graph=True)
+    return ran
+
+
+def test_backward_runs_every_consumer_before_its_producer_once():
     x = minires.tensor(1.0, requires_grad=True)
     y = x.exp()
     z = y * y + y.log()  # y is consumed by Mul and Log
-    order = _topological_order(z.creator)
+    order = _backward_order(z)
+    assert len(order) == len(set(order)) == 4  # Add, Mul, Log, Exp: each exactly once
     position = {f: i for i, f in enumerate(order)}
     for f in order:
         for t in f.inputs:
             if t.creator is not None:
                 assert position[t.creator] > position[f], "a producer ran before its consumer"
+
+
+def test_backward_visits_by_generation_highest_first():
+    # A tensor used by a short and a long branch: its creator must wait for the long one.
+    x = minires.tensor(0.5, dtype="float64", requires_grad=True)
+    a = x.tanh()
+    long_branch = a.exp().exp().exp()
+    loss = long_branch + a
+    order = _backward_order(loss)
+    generations = [f.generation for f in order]
+    assert generations == sorted(generations, reverse=True)
+    assert order[-1] is a.creator
+    x.zero_grad()
+    loss.backward()
+    expected = (np.exp(np.exp(np.exp(np.tanh(0.5)))) * np.exp(np.exp(np.tanh(0.5)))
+                * np.exp(np.tanh(0.5)) + 1) * (1 - np.tanh(0.5) ** 2)
+    assert x.grad.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_generation_is_one_more_than_the_newest_input():
+    x = minires.tensor(1.0, requires_grad=True)
+    y = x * 2          # generation 1
+    z = y.exp().exp()  # 3
+    w = z + x          # max(3, 0) + 1 = 4
+    assert (x.generation, y.generation, z.generation, w.generation) == (0, 1, 3, 4)
+    assert w.creator.generation == 3
 
 
 def test_gradients_accumulate_and_zero_grad_clears():
