@@ -69,6 +69,21 @@ def _check_broadcastable(op_name, a: Tensor, b: Tensor) -> None:
         ) from None
 
 
+def promote(*tensors) -> list:
+    """Integer and bool tensors meeting a floating one take its dtype, as in PyTorch.
+
+    ``float32 * int64`` stays float32 (NumPy would give float64); floats of different
+    widths still promote (float32 + float64 -> float64).  Integer tensors never require
+    grad, so the conversion is a plain copy, not a graph node.
+    """
+    floats = [t.dtype for t in tensors if backend.is_floating(t.dtype)]
+    if not floats or len(floats) == len(tensors):
+        return list(tensors)
+    dtype = np.result_type(*floats)
+    return [t if backend.is_floating(t.dtype) else Tensor(t.data.astype(dtype))
+            for t in tensors]
+
+
 # ---------------------------------------------------------------------------- arithmetic
 
 
@@ -347,12 +362,20 @@ class Sum(Function):
 
 
 class Mean(Sum):
-    """y = mean of x over ``axis``;  dx = g / n broadcast back (n = number averaged)."""
+    """y = mean of x over ``axis``;  dx = g / n broadcast back (n = number averaged).
+
+    The mean of nothing (n = 0) is nan, as in NumPy and PyTorch; integer and bool inputs
+    average in the default float dtype.
+    """
 
     def forward(self, x):
+        if not backend.is_floating(x.dtype):
+            x = x.astype(backend.get_default_dtype())
         total = super().forward(x)
         self.count = int(np.prod([x.shape[i] for i in self.axes], dtype=np.int64))
-        return total / x.dtype.type(builtins.max(self.count, 1))
+        if self.count == 0:  # filled, not 0/0: no RuntimeWarning
+            return backend.get_array_module(x).full(total.shape, np.nan, dtype=x.dtype)
+        return total / x.dtype.type(self.count)
 
     def backward(self, g):
         return super().backward(g) / g.dtype.type(builtins.max(self.count, 1))
@@ -570,7 +593,11 @@ def _binary(cls, name):
         a = as_tensor(a, like=b if isinstance(b, Tensor) else None)
         b = as_tensor(b, like=a)
         _check_broadcastable(name, a, b)
-        return cls()(a, b)
+        if cls is Div and not (backend.is_floating(a.dtype) or backend.is_floating(b.dtype)):
+            # true division of integers gives the default float dtype, as in PyTorch
+            dtype = backend.get_default_dtype()
+            a, b = Tensor(a.data.astype(dtype)), Tensor(b.data.astype(dtype))
+        return cls()(*promote(a, b))
 
     op.__name__ = name
     op.__doc__ = cls.__doc__
@@ -594,7 +621,7 @@ def matmul(a, b):
     if k_a != k_b:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "
                          f"(inner dimensions {k_a} != {k_b})")
-    return MatMul()(a, b)
+    return MatMul()(*promote(a, b))
 
 
 def neg(x):
@@ -662,7 +689,7 @@ def where(condition, a, b):
         condition = condition.data
     like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
     a, b = as_tensor(a, like=like), as_tensor(b, like=like)
-    return Where(condition)(a, b)
+    return Where(condition)(*promote(a, b))
 
 
 def sum(x, axis=None, keepdims=False, *, dim=None, keepdim=False):  # noqa: A001
@@ -731,7 +758,8 @@ def concatenate(tensors, axis=0, *, dim=None):
     if not tensors:
         raise ValueError("concatenate needs at least one tensor")
     like = _first(tensors)
-    return Concatenate(axis if dim is None else dim)(*[as_tensor(t, like) for t in tensors])
+    return Concatenate(axis if dim is None else dim)(*promote(*[as_tensor(t, like)
+                                                               for t in tensors]))
 
 
 cat = concatenate
@@ -746,7 +774,7 @@ def stack(tensors, axis=0, *, dim=None):
     if len(shapes) > 1:
         raise ValueError(f"stack needs tensors of one shape, got {sorted(shapes)}")
     like = _first(tensors)
-    return Stack(axis if dim is None else dim)(*[as_tensor(t, like) for t in tensors])
+    return Stack(axis if dim is None else dim)(*promote(*[as_tensor(t, like) for t in tensors]))
 
 
 def _first(tensors):
