@@ -181,12 +181,17 @@ class GlobalAvgPool(Function):
 
 def global_avg_pool2d(x) -> Tensor:
     """(N, C, H, W) -> (N, C): each channel's mean, the ResNet head's pooling."""
+    _check_nchw("global_avg_pool2d", x)
+    if x.shape[2] * x.shape[3] == 0:  # the mean of no pixels is undefined
+        raise ValueError(f"global_avg_pool2d: input of shape {tuple(x.shape)} is empty in H "
+                         "or W; it needs at least one pixel per channel")
     return GlobalAvgPool()(x)
 
 
 def adaptive_avg_pool2d(x, output_size=(1, 1)) -> Tensor:
     """``torch.nn.functional.adaptive_avg_pool2d`` for output size 1: (N, C, 1, 1)."""
-    if tuple(output_size) not in ((1, 1), (1,)) and output_size != 1:
+    sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,)
+    if sizes not in ((1, 1), (1,)):
         raise ValueError(f"adaptive_avg_pool2d supports output_size (1, 1) only, got "
                          f"{output_size}")
     n, c = x.shape[:2]

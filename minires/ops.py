@@ -45,10 +45,24 @@ def _normalize_axes(axis, ndim: int):
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    for a in axes:
-        if not -ndim <= a < builtins.max(ndim, 1):
+    for a in axes:  # a 0-d tensor accepts axis 0 and -1, as in PyTorch
+        if not -builtins.max(ndim, 1) <= a < builtins.max(ndim, 1):
             raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
-    return tuple(sorted(int(a) % builtins.max(ndim, 1) for a in axes))
+    if ndim == 0:
+        return ()
+    return tuple(sorted({int(a) % ndim for a in axes}))
+
+
+def _check_dim(op_name: str, dim, ndim: int, extra: int = 0) -> int:
+    """``dim`` as a non-negative axis of a tensor with ``ndim`` dimensions (+ ``extra`` new
+    ones, for stack).  A 0-d tensor accepts 0 and -1, as in PyTorch."""
+    size = builtins.max(ndim + extra, 1)
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
+        raise TypeError(f"{op_name}: dim must be an int, got {dim!r}")
+    if not -size <= dim < size:
+        raise ValueError(f"{op_name}: dim {dim} is out of range for a tensor with {ndim} "
+                         f"dimensions (expected {-size} <= dim < {size})")
+    return int(dim) % size
 
 
 def _reduction_args(axis, dim, keepdims, keepdim):
@@ -675,12 +689,14 @@ def relu(x):
 
 def softmax(x, axis=-1, dim=None):
     """exp(x) normalised to sum to 1 along ``axis`` (or ``dim``)."""
-    return Softmax(axis if dim is None else dim)(x)
+    axis = _check_dim("softmax", axis if dim is None else dim, x.ndim)
+    return Softmax(axis if x.ndim else None)(x)
 
 
 def log_softmax(x, axis=-1, dim=None):
     """log(softmax(x)) computed stably as x - logsumexp(x)."""
-    return LogSoftmax(axis if dim is None else dim)(x)
+    axis = _check_dim("log_softmax", axis if dim is None else dim, x.ndim)
+    return LogSoftmax(axis if x.ndim else None)(x)
 
 
 def where(condition, a, b):
@@ -730,7 +746,10 @@ def reshape(x, *shape):
 
 def flatten(x, start_dim=0, end_dim=-1):
     """Merge axes start_dim..end_dim into one (PyTorch's flatten)."""
-    start, end = start_dim % builtins.max(x.ndim, 1), end_dim % builtins.max(x.ndim, 1)
+    start = _check_dim("flatten", start_dim, x.ndim)
+    end = _check_dim("flatten", end_dim, x.ndim)
+    if start > end:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     shape = x.shape[:start] + (-1,) + x.shape[end + 1:]
     return Reshape(shape)(x)
 
@@ -742,6 +761,9 @@ def permute(x, *dims):
 
 def transpose(x, dim0, dim1):
     """Swap two axes (PyTorch's transpose; for NumPy's use :func:`permute`)."""
+    dim0, dim1 = _check_dim("transpose", dim0, x.ndim), _check_dim("transpose", dim1, x.ndim)
+    if x.ndim == 0:
+        return Permute(())(x)
     dims = list(range(x.ndim))
     dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
     return Permute(dims)(x)
@@ -758,8 +780,12 @@ def concatenate(tensors, axis=0, *, dim=None):
     if not tensors:
         raise ValueError("concatenate needs at least one tensor")
     like = _first(tensors)
-    return Concatenate(axis if dim is None else dim)(*promote(*[as_tensor(t, like)
-                                                               for t in tensors]))
+    tensors = promote(*[as_tensor(t, like) for t in tensors])
+    if builtins.any(t.ndim == 0 for t in tensors):
+        raise ValueError("concatenate: zero-dimensional tensors cannot be concatenated (dim "
+                         "has nothing to join along); use stack")
+    axis = _check_dim("concatenate", axis if dim is None else dim, tensors[0].ndim)
+    return Concatenate(axis)(*tensors)
 
 
 cat = concatenate
@@ -774,7 +800,9 @@ def stack(tensors, axis=0, *, dim=None):
     if len(shapes) > 1:
         raise ValueError(f"stack needs tensors of one shape, got {sorted(shapes)}")
     like = _first(tensors)
-    return Stack(axis if dim is None else dim)(*promote(*[as_tensor(t, like) for t in tensors]))
+    tensors = promote(*[as_tensor(t, like) for t in tensors])
+    axis = _check_dim("stack", axis if dim is None else dim, tensors[0].ndim, extra=1)
+    return Stack(axis)(*tensors)
 
 
 def _first(tensors):
