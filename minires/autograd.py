@@ -354,11 +354,10 @@ class Function:
         raise NotImplementedError(f"{type(self).__name__}.backward is not implemented")
 
     def _release(self) -> None:
-        """Drop inputs and saved arrays once backward has run (frees the graph)."""
-        for key in list(vars(self)):
-            if key not in ("generation", "outputs"):
-                delattr(self, key)
-        self._freed = True
+        """Drop inputs and saved arrays once backward has run (frees the graph); keep only
+        what a later look at the graph (or a second backward's error) needs."""
+        self.__dict__ = {"generation": self.generation, "outputs": self.outputs,
+                         "_freed": True}
 
 
 def _first_tensor(values) -> Tensor | None:

@@ -50,7 +50,7 @@ def _normalize_axes(axis, ndim: int):
             raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
     if ndim == 0:
         return ()
-    return tuple(sorted({int(a) % ndim for a in axes}))
+    return tuple(sorted(int(a) % ndim for a in axes))
 
 
 def _check_dim(op_name: str, dim, ndim: int, extra: int = 0) -> int:
