@@ -502,3 +502,24 @@ def test_shape_ops_name_bad_dimensions(data):
             assert y.shape == tuple(expected.shape), name
             np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6,
                                        err_msg=name)
+
+
+@FUZZ
+@given(st.data())
+def test_flatten_and_adaptive_pool_layers(data):
+    x = minires.randn(2, 3, 2, 2)
+    start, end = data.draw(st.integers(-6, 5), "start_dim"), data.draw(st.integers(-6, 5), "end")
+    valid = -4 <= start < 4 and -4 <= end < 4 and start % 4 <= end % 4
+    if valid:
+        expected = torch.from_numpy(x.numpy()).flatten(start, end).shape if torch else None
+        y = nn.Flatten(start, end)(x)
+        assert expected is None or y.shape == tuple(expected)
+    else:
+        _expect_failure(lambda: nn.Flatten(start, end)(x), "dim")
+    size = data.draw(ARGUMENT, "output_size")
+    try:
+        layer = nn.AdaptiveAvgPool2d(size)
+    except ALLOWED as error:
+        assert "output_size" in str(error), repr(error)
+    else:
+        assert layer(x).shape == (2, 3, 1, 1)
