@@ -279,6 +279,19 @@ def test_conv2d_layer_constructor(data):
     assert layer.weight.shape == (layer.out_channels, layer.in_channels, *layer.kernel_size)
 
 
+def _valid_pool_arguments(kernel, stride, padding) -> bool:
+    """Whether pooling a 6 x 6 image with these arguments is well defined."""
+    def pair(value):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if isinstance(value, tuple) and len(value) == 2:
+            return value if all(isinstance(v, int) for v in value) else None
+        return (value, value) if ok else None
+    k, s, p = pair(kernel), pair(kernel if stride is None else stride), pair(padding)
+    if None in (k, s, p) or min(k) < 1 or min(s) < 1 or min(p) < 0:
+        return False
+    return all(2 * p[i] <= k[i] and _out(6, k[i], s[i], p[i]) for i in range(2))
+
+
 @FUZZ
 @given(st.data())
 def test_pool_and_dropout_layer_constructors(data):
@@ -292,6 +305,7 @@ def test_pool_and_dropout_layer_constructors(data):
                 repr(error)
         else:
             assert y.ndim == 4 and y.shape[:2] == (1, 2)
+            assert _valid_pool_arguments(kernel, stride, padding), (kernel, stride, padding)
     p = data.draw(st.floats(-1, 2, allow_nan=False), "p")
     if 0 <= p < 1:
         assert nn.Dropout(p)(x).shape == x.shape

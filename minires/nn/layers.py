@@ -249,7 +249,9 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
+        self.kernel_size, self.padding = kernel_size, padding
+        # None means kernel_size; an explicit 0 must reach the check, not become the default
+        self.stride = kernel_size if stride is None else stride
 
     def forward(self, x):
         _check_input(self, x, (4,), None, "N, C, H, W")
@@ -264,7 +266,9 @@ class AvgPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
+        self.kernel_size, self.padding = kernel_size, padding
+        # None means kernel_size; an explicit 0 must reach the check, not become the default
+        self.stride = kernel_size if stride is None else stride
         self.count_include_pad = count_include_pad
 
     def forward(self, x):
