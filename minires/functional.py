@@ -230,8 +230,15 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     """
     if (weight is None) != (bias is None):
         raise ValueError("batch_norm: give both weight and bias, or neither")
-    check_input_dtype("batch_norm", x, weight=weight, bias=bias, running_mean=running_mean,
-                      running_var=running_var)
+    # Running statistics join the arithmetic only in eval mode; in training they are just
+    # updated in place (in their own floating dtype).
+    stats = {"running_mean": running_mean, "running_var": running_var}
+    check_input_dtype("batch_norm", x, weight=weight, bias=bias,
+                      **({} if training else stats))
+    for name, value in stats.items():
+        if value is not None and not backend.is_floating(_array(value).dtype):
+            raise TypeError(f"batch_norm: {name} must be floating point, got "
+                            f"{_array(value).dtype}")
     if x.ndim >= 2 and x.shape[1] == 0:  # PyTorch fails on it too (with an IndexError)
         raise ValueError(f"batch_norm: input of shape {x.shape} has 0 channels; "
                          "num_features must be >= 1 to normalise")
