@@ -501,3 +501,24 @@ def test_empty_mean_is_nan_without_a_warning(torch):
     x.mean(axis=0).sum().backward()
     assert x.grad.shape == (0, 3)
     assert minires.tensor([1, 2]).mean().item() == pytest.approx(1.5)
+
+
+def test_dropped_output_hooks_trace_and_nan_mean_on_the_chosen_device(device):
+    # on the CPU by default; on the GPU (real or emulated) with --device cuda[-emulated]
+    import minires.viz
+
+    x = minires.tensor(np.arange(6.0), dtype="float32", device=device, requires_grad=True)
+    first, second = x.split([2, 4])
+    del second
+    gc.collect()
+    x.register_hook(lambda g: g * 2)
+    with minires.viz.trace() as t:
+        (first * 3).sum().backward()
+    assert x.grad.device == device and x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad.numpy(), [6, 6, 0, 0, 0, 0])
+    assert [r.function for r in t.records] == ["Sum", "Mul", "Split"]
+    assert t.records[-1].grad_out_norms == (pytest.approx(np.sqrt(18)), 0.0)
+    empty = minires.zeros((0, 2), device=device).mean(axis=0)
+    assert empty.device == device and np.isnan(empty.numpy()).all()
+    mixed = minires.ones(2, device=device) * minires.tensor([1, 2], device=device)
+    assert mixed.dtype == np.float32 and mixed.device == device
