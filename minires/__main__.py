@@ -186,7 +186,7 @@ def check(args) -> int:
         raise _CommandError(str(err)) from err
 
 
-def grade(args) -> int:
+def grade_submissions(args) -> int:
     """Grade a class: every student folder, every exercise; write a CSV (and JSON) table."""
     from minires.exercises import cli
 
@@ -295,7 +295,7 @@ def main(argv=None) -> int:
     marks.add_argument("--catalog", action="append", default=[], metavar="DIR",
                        help="a folder of a course's own exercises (repeatable)")
     marks.add_argument("--seed", type=int, default=0, help="seed of the random test inputs")
-    marks.set_defaults(run=grade)
+    marks.set_defaults(run=grade_submissions)
 
     args = parser.parse_args(argv)
     try:

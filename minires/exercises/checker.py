@@ -352,7 +352,8 @@ def evaluate(exercise, student, seed: int = 0, shown: str | None = None) -> Repo
     are computed here, never in the student's process.  ``shown``: how the report names the
     solution (a file path, "your function im2col").
     """
-    report = Report(exercise, shown)
+    items = work_items(exercise, seed)
+    report = Report(exercise, shown, planned=len(items))
     try:
         student.load()
     except StudentProblem as problem:
@@ -360,7 +361,6 @@ def evaluate(exercise, student, seed: int = 0, shown: str | None = None) -> Repo
                          "crash": "cannot load"}.get(problem.kind, "failing")
         report.message, report.kind = str(problem), problem.kind  # tamper, exit: failing
         return report
-    items = work_items(exercise, seed)
     for index, (kind, item) in enumerate(items):
         label = item.label if kind == "case" else f"gradcheck {item.label}"
         try:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from minires.exercises import check, load_catalog
+from minires.exercises.checker import work_items
 from minires.serialization import atomic_write
 
 FIELDS = ("student", "exercise", "status", "passed", "total", "seconds", "note")
@@ -71,7 +72,8 @@ def grade_class(submissions, names=None, *, timeout=None, catalogs=(), seed: int
             path = folder / exercise.stub
             row = {"student": folder.name, "exercise": exercise.name}
             if not path.is_file():
-                row.update(status="missing", passed=0, total=0, seconds=0.0,
+                row.update(status="missing", passed=0,
+                           total=len(work_items(exercise, seed)), seconds=0.0,
                            note=f"no {exercise.stub}")
             else:
                 report = check(exercise.name, path, seed=seed, catalogs=catalogs, quiet=True,

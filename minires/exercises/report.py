@@ -40,6 +40,7 @@ class Report:
     message: str | None = None  # for "not started" / "cannot load" / a timeout while loading
     kind: str | None = None  # the problem's kind when nothing ran
     seconds: float = 0.0
+    planned: int = 0  # how many checks the exercise has (counted when none could run)
 
     @property
     def passed(self) -> bool:
@@ -53,7 +54,7 @@ class Report:
 
     @property
     def total(self) -> int:
-        return len(self.results)
+        return len(self.results) if self.results else self.planned
 
     def __str__(self) -> str:
         return format_report(self)

@@ -176,8 +176,8 @@ def call_student(case, function, path, function_name: str, shown=None):
                                                     f"{function_name}() in {shown}") from None
         raise StudentProblem("exception", describe_exception(err, path, shown)) from None
     except SystemExit as err:
-        raise StudentProblem("exit", f"your code called sys.exit({err.code!r}): "
-                                     f"{describe_exception(err, path, shown)}") from None
+        where = describe_exception(err, path, shown).partition("\n")[2]
+        raise StudentProblem("exit", f"your code called sys.exit({err.code!r})\n{where}") from None
     except BaseException as err:  # any error in the student's code is part of the report
         kind = "exception" if _last_student_frame(err, path) is not None else "signature"
         raise StudentProblem(kind, describe_exception(err, path, shown)) from None
