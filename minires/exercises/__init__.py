@@ -53,7 +53,7 @@ def check(name: str, solution=None, *, seed: int = 0, timeout: float = DEFAULT_T
         if callable(solution):
             path = Path(folder) / exercise.stub
             path.write_text(function_file_text(solution, exercise.function))
-            shown = f"your function {solution.__name__}()"
+            shown = "your code"
         elif solution is None or isinstance(solution, (str, Path)):
             if solution is None:
                 path = (Path(directory) / exercise.stub if directory is not None
@@ -73,12 +73,25 @@ def check(name: str, solution=None, *, seed: int = 0, timeout: float = DEFAULT_T
     return report
 
 
-def run_check(name: str, path=None, seed: int = 0) -> int:
-    """Check ``path`` (default: the stub) for exercise ``name``, print the report, return
-    an exit code (0 only when everything passed).  Stubs call this when run as scripts."""
-    return 0 if check(name, path, seed=seed).passed else 1
+def run_check(name: str, solution=None, seed: int = 0) -> int:
+    """Check ``solution`` (a path or a function; default: the stub) for exercise ``name``,
+    print the report, return an exit code (0 only when everything passed)."""
+    return 0 if check(name, solution, seed=seed).passed else 1
+
+
+def check_main(name: str, function) -> Report | None:
+    """The last cell of a stub: check ``function``.  In a notebook, return the report; run
+    as a script (``python im2col.py``), check the script's file (so that it may import
+    its sibling solutions) and exit with 0 when every check passed, else 1."""
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if "ipykernel" in sys.modules or script is None or \
+            getattr(function, "__code__", None) is None or \
+            Path(function.__code__.co_filename).resolve() != Path(script).resolve():
+        return check(name, function)
+    sys.exit(run_check(name, script))
 
 
 __all__ = ["DEFAULT_TIMEOUT", "DEFAULT_TOLERANCE", "GENERIC_HINTS", "Case", "CaseResult",
-           "Exercise", "GradCheck", "Report", "check", "exercise_names", "format_report",
-           "get_exercise", "load_catalog", "run_check"]
+           "Exercise", "GradCheck", "Report", "check", "check_main", "exercise_names",
+           "format_report", "get_exercise", "load_catalog", "run_check"]
