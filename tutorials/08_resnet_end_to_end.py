@@ -153,10 +153,11 @@ print("✓ 0.27M, as in Table 6: almost all of it in the 3x3 convolutions of sta
 # the output shapes: 28×28 in stage 1, 14×14 in stage 2, 7×7 in stage 3, while the
 # channels double.  Halving the map and doubling the filters keeps the work per layer
 # roughly constant (the paper's design rule).  The multiply-add count is the paper's
-# "FLOPs".
+# "FLOPs".  `depth=1` prints one row per stage (the 62 rows of every layer call are still
+# in `info.layers`; `depth=2` gives one row per block, `depth=None` every layer).
 
 # %%
-info = summary(library, (1, 28, 28))
+info = summary(library, (1, 28, 28), depth=1)  # one row per stage; depth=None: every layer
 macs_per_stage = {stage: sum(row.macs for row in info.layers if row.name.startswith(stage))
                   for stage in ("layer1", "layer2", "layer3")}
 print("multiply-adds per stage:",
