@@ -295,6 +295,8 @@ def main(argv=None) -> int:
     marks.add_argument("--catalog", action="append", default=[], metavar="DIR",
                        help="a folder of a course's own exercises (repeatable)")
     marks.add_argument("--seed", type=int, default=0, help="seed of the random test inputs")
+    marks.add_argument("--jobs", type=int, default=1,
+                       help="check this many of a student's exercises at once (default 1)")
     marks.set_defaults(run=grade_submissions)
 
     args = parser.parse_args(argv)

@@ -99,44 +99,50 @@ def test_cases_cover_edge_cases():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_untouched_stub_is_not_implemented(name, capsys):
+def test_untouched_stub_is_not_implemented(name):
     exercise = get_exercise(name)
     report, text = _check(name)
     assert report.status == "not started" and not report.ok
     expected = f"not implemented yet: fill in {exercise.function}() in "
-    assert expected in text and exercise.stub in text
-
-    assert main(["check", name]) == 1
-    printed = capsys.readouterr()
-    assert expected in printed.out and "Result: FAIL (not started)" in printed.out
-    assert "Traceback" not in printed.out + printed.err
+    assert expected in text and exercise.stub in text and "Result: FAIL (not started)" in text
 
 
 # ---------------------------------------------------------------------------- solutions
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_correct_solution_passes(name, capsys):
+def test_correct_solution_passes(name):
     path = SOLUTIONS / f"correct_{name}.py"
     report, text = _check(name, path)
     assert report.ok, text
-    assert report.total >= 5 and "FAIL" not in text and "Result: PASS" in text
-
-    assert main(["check", name, "--file", str(path)]) == 0
-    assert f"Result: PASS (all {report.total} checks passed)" in capsys.readouterr().out
+    assert report.total >= 5 and "FAIL" not in text
+    assert f"Result: PASS (all {report.total} checks passed)" in text
 
 
 @pytest.mark.parametrize("filename", sorted(WRONG))
-def test_planted_bug_fails_with_a_helpful_message(filename, capsys):
+def test_planted_bug_fails_with_a_helpful_message(filename):
     name, hint, mismatch = WRONG[filename]
     report, text = _check(name, SOLUTIONS / filename)
     assert not report.ok and report.status == "failing", text
     assert hint in " ".join(text.split()), text  # hints are wrapped over several lines
     assert mismatch in text
-    assert "FAIL" in text and "Traceback" not in text
+    assert "Result: FAIL" in text and "Traceback" not in text
 
-    assert main(["check", name, "--file", str(SOLUTIONS / filename)]) == 1
+
+def test_exit_codes_of_the_check_command(capsys):
+    """0 only when every check passed: a stub, a correct and a wrong solution."""
+    assert main(["check", "sigmoid_backward"]) == 1
+    printed = capsys.readouterr()
+    assert "Result: FAIL (not started)" in printed.out
+    assert "Traceback" not in printed.out + printed.err
+    path = SOLUTIONS / "correct_sigmoid_backward.py"
+    assert main(["check", "sigmoid_backward", "--file", str(path)]) == 0
+    assert "Result: PASS (all " in capsys.readouterr().out
+    path = SOLUTIONS / "wrong_sigmoid_backward_not_weighted.py"
+    assert main(["check", "sigmoid_backward", "--file", str(path), "--timeout", "5"]) == 1
     assert "Result: FAIL" in capsys.readouterr().out
+    assert main(["check", "sigmoid_backward", "--timeout", "-1"]) == 2
+    assert "--timeout must be a positive number" in capsys.readouterr().err
 
 
 def test_mismatch_report_names_index_expected_got_and_relative_error():
@@ -403,10 +409,10 @@ def test_an_endless_loop_times_out_and_the_rest_is_not_run(tmp_path):
     path = _write(tmp_path, "loop.py", "def sigmoid_backward(grad_y, y):\n"
                                        "    while True:\n        pass\n")
     out = io.StringIO()
-    report = check("sigmoid_backward", path, timeout=1, out=out)
+    report = check("sigmoid_backward", path, timeout=2, out=out)
     text = out.getvalue()
     assert report.status == "timeout" and not report.passed, text
-    assert report.results[0].kind == "timeout" and "did not finish within 1 s" in text
+    assert report.results[0].kind == "timeout" and "did not finish within 2 s" in text
     assert all(r.kind == "not_run" for r in report.results[1:]) and report.n_passed == 0
     assert "loop that never ends" in text
     assert report.seconds < 30  # stopped, not waited for (a generous bound on a busy machine)

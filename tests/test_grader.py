@@ -52,7 +52,7 @@ def classroom(tmp_path_factory):
 def graded(classroom, tmp_path_factory):
     out = tmp_path_factory.mktemp("grades")
     code = main(["grade", str(classroom), "--exercises", "sigmoid_backward,im2col",
-                 "--timeout", "2", "--csv", str(out / "grades.csv"),
+                 "--timeout", "2", "--jobs", "2", "--csv", str(out / "grades.csv"),
                  "--json", str(out / "grades.json")])
     return code, out
 
@@ -116,6 +116,8 @@ def test_command_line_mistakes_are_errors(classroom, tmp_path, capsys):
     assert "unknown exercise(s) im2coll" in capsys.readouterr().err
     assert main(["grade", str(classroom), "--timeout", "0", "--csv", csv_path]) == 2
     assert "--timeout must be a positive number" in capsys.readouterr().err
+    assert main(["grade", str(classroom), "--jobs", "0", "--csv", csv_path]) == 2
+    assert "jobs must be a positive int" in capsys.readouterr().err
     assert main(["grade", str(tmp_path), "--csv", csv_path]) == 2  # no student folders
     assert "holds no student folders" in capsys.readouterr().err
     assert not Path(csv_path).exists()

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from minires.exercises import check, display_path, exercise_names, load_catalog
@@ -22,11 +21,16 @@ def status_table(seed: int = 0, directory=None, out=None, timeout=None, catalogs
     exercises, broken = load_catalog(catalogs)
     rows = []
     extra = {} if timeout is None else {"timeout": timeout}
-    for exercise in exercises:
+
+    def run(exercise):
         path = None if directory is None else Path(directory) / exercise.stub
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            report = check(exercise.name, path, seed=seed, quiet=True, catalogs=catalogs,
-                           **extra)
+        return check(exercise.name, path, seed=seed, quiet=True, catalogs=catalogs, **extra)
+
+    # Each check is a separate process: run a few at once (the reports are independent).
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        reports = list(pool.map(run, exercises))
+    for exercise, report in zip(exercises, reports, strict=True):
+        path = None if directory is None else Path(directory) / exercise.stub
         if report.status in ("failing", "timeout"):
             status = f"{report.status} ({report.n_passed}/{report.total})"
         elif report.status == "cannot load":
@@ -115,7 +119,7 @@ def grade_main(args) -> int:
                              f"{', '.join(known)}")
     try:
         rows = grade_class(submissions, names, timeout=timeout, catalogs=catalogs,
-                           seed=args.seed, progress=sys.stderr)
+                           seed=args.seed, progress=sys.stderr, jobs=args.jobs)
     except ValueError as err:
         raise UsageError(str(err)) from err
     write_csv(rows, args.csv)

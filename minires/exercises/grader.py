@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from minires.exercises import check, load_catalog
@@ -48,13 +49,30 @@ def _note(report) -> str:
     return f"check {report.results.index(failed) + 1}: {failed.lines[0].splitlines()[0]}"
 
 
+def _grade_one(folder: Path, exercise, seed, catalogs, extra) -> dict:
+    path = folder / exercise.stub
+    row = {"student": folder.name, "exercise": exercise.name}
+    if not path.is_file():
+        row.update(status="missing", passed=0, total=len(work_items(exercise, seed)),
+                   seconds=0.0, note=f"no {exercise.stub}")
+        return row
+    report = check(exercise.name, path, seed=seed, catalogs=catalogs, quiet=True, **extra)
+    row.update(status=_status(report), passed=report.n_passed, total=report.total,
+               seconds=round(report.seconds, 2), note=_note(report))
+    return row
+
+
 def grade_class(submissions, names=None, *, timeout=None, catalogs=(), seed: int = 0,
-                progress=None) -> list[dict]:
+                progress=None, jobs: int = 1) -> list[dict]:
     """One row (a dict with :data:`FIELDS`) per student folder of ``submissions`` and
     exercise (``names``, default every exercise), students in alphabetical order.
 
     ``progress``: a stream for one line per student as grading goes (None: silent).
+    ``jobs``: how many of a student's exercises are checked at once (each in its own
+    process; more jobs than cores makes the per-case timeouts less fair).
     """
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
     exercises, _ = load_catalog(catalogs)
     if names is not None:
         by_name = {e.name: e for e in exercises}
@@ -66,31 +84,24 @@ def grade_class(submissions, names=None, *, timeout=None, catalogs=(), seed: int
                          f"student, each with files named like the stubs)")
     extra = {} if timeout is None else {"timeout": timeout}
     rows = []
-    for number, folder in enumerate(students, 1):
-        start = time.perf_counter()
-        for exercise in exercises:
-            path = folder / exercise.stub
-            row = {"student": folder.name, "exercise": exercise.name}
-            if not path.is_file():
-                row.update(status="missing", passed=0,
-                           total=len(work_items(exercise, seed)), seconds=0.0,
-                           note=f"no {exercise.stub}")
-            else:
-                report = check(exercise.name, path, seed=seed, catalogs=catalogs, quiet=True,
-                               **extra)
-                row.update(status=_status(report), passed=report.n_passed,
-                           total=report.total, seconds=round(report.seconds, 2),
-                           note=_note(report))
-            rows.append(row)
-        if progress is not None:
-            mine = rows[-len(exercises):] if exercises else []
-            done = sum(r["status"] == "pass" for r in mine)
-            others = ", ".join(f"{r['exercise']} {r['status']}" for r in mine
-                               if r["status"] != "pass")
-            print(f"[{number}/{len(students)}] {folder.name}: {done}/{len(exercises)} pass"
-                  f"{'; ' + others if others else ''} ({time.perf_counter() - start:.1f} s)",
-                  file=progress, flush=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for number, folder in enumerate(students, 1):
+            start = time.perf_counter()
+            mine = list(pool.map(lambda e, f=folder: _grade_one(f, e, seed, catalogs, extra),
+                                 exercises))
+            rows += mine
+            if progress is not None:
+                _progress_line(progress, number, len(students), folder.name, mine,
+                               time.perf_counter() - start)
     return rows
+
+
+def _progress_line(progress, number: int, count: int, student: str, mine: list,
+                   seconds: float):
+    done = sum(r["status"] == "pass" for r in mine)
+    others = ", ".join(f"{r['exercise']} {r['status']}" for r in mine if r["status"] != "pass")
+    print(f"[{number}/{count}] {student}: {done}/{len(mine)} pass"
+          f"{'; ' + others if others else ''} ({seconds:.1f} s)", file=progress, flush=True)
 
 
 def write_csv(rows, path):
