@@ -342,10 +342,10 @@ save(fig, "01_finite_difference_error.png")
 # %% [markdown]
 # ## Your turn: `matmul_backward`
 #
-# Gradients of y = a @ b: grad_a = grad_y @ b^T and grad_b = a^T @ grad_y. When `a` or `b`
-# was broadcast over leading batch axes, its gradient is the SUM over the copies (the rule
-# you saw in 1.4: a value used several times adds up its gradients). Return `(grad_a,
-# grad_b)`, shaped like `a` and `b`.
+# Write the backward pass of `y = a @ b`: `grad_a = grad_y @ b^T` and `grad_b = a^T @
+# grad_y`. When `a` or `b` was broadcast over leading batch axes, its gradient is the SUM
+# over the copies (the rule of 1.4: a value used several times adds up its gradients).
+# Return `(grad_a, grad_b)`, shaped like `a` and `b`.
 #
 # Replace `raise NotImplementedError` with your code and run the cell, then run the check
 # below. The checker runs your function **in a separate process** on several inputs (edge
@@ -356,7 +356,7 @@ save(fig, "01_finite_difference_error.png")
 
 # %%
 def matmul_backward(grad_y, a, b):
-    """Gradients of y = a @ b: grad_a = grad_y @ b^T and grad_b = a^T @ grad_y."""
+    """Gradients of y = a @ b: return (grad_a, grad_b), shaped like a and b."""
     raise NotImplementedError  # your code here: see tutorials/exercises/matmul_backward.py
 
 # %%

@@ -328,8 +328,8 @@ save(fig, "02_mlp_gradient_norms.png")
 # %% [markdown]
 # ## Your turn: `sigmoid_backward`
 #
-# The sigmoid's backward pass from its output y: grad_x = grad_y * y * (1 - y).
-# Elementwise, same shape and dtype as `grad_y`; `y` is the forward OUTPUT, in (0, 1).
+# Write the sigmoid's backward pass from its forward output `y`: `grad_x = grad_y * y * (1
+# - y)`, elementwise, with the shape and dtype of `grad_y` (`y` is in (0, 1)).
 #
 # Replace `raise NotImplementedError` with your code and run the cell, then run the check
 # below. The checker runs your function **in a separate process** on several inputs (edge
@@ -340,7 +340,7 @@ save(fig, "02_mlp_gradient_norms.png")
 
 # %%
 def sigmoid_backward(grad_y, y):
-    """The sigmoid's backward pass from its output y: grad_x = grad_y * y * (1 - y)."""
+    """grad_x = grad_y * y * (1 - y): the sigmoid's backward pass from its output y."""
     raise NotImplementedError  # your code here: see tutorials/exercises/sigmoid_backward.py
 
 # %%

@@ -349,9 +349,10 @@ print(f"naive loops: {t_naive * 1e3:.1f} ms   im2col + matmul: {t_fast * 1e3:.2f
 # %% [markdown]
 # ## Your turn: `im2col`
 #
-# im2col in minires's layout: x (N, C, H, W) -> cols (N*OH*OW, KH*KW*C) with cols[(n*OH +
-# oh)*OW + ow, (i*KW + j)*C + c] = x_pad[n, c, oh*stride + i, ow*stride + j] (rows are
-# output pixels, the channel is LAST inside a row; keep x's dtype).
+# Write im2col in minires's layout: `x` of shape `(N, C, H, W)` becomes `cols` of shape
+# `(N*OH*OW, KH*KW*C)` with `cols[(n*OH + oh)*OW + ow, (i*KW + j)*C + c] = x_pad[n, c,
+# oh*stride + i, ow*stride + j]`: one row per output pixel, and the channel LAST inside a
+# row. Keep `x`'s dtype.
 #
 # Replace `raise NotImplementedError` with your code and run the cell, then run the check
 # below. The checker runs your function **in a separate process** on several inputs (edge
@@ -362,7 +363,7 @@ print(f"naive loops: {t_naive * 1e3:.1f} ms   im2col + matmul: {t_fast * 1e3:.2f
 
 # %%
 def im2col(x, kernel_h, kernel_w, stride=1, padding=0):
-    """im2col in minires's layout: x (N, C, H, W) -> cols (N*OH*OW, KH*KW*C) with"""
+    """x (N, C, H, W) -> cols (N*OH*OW, KH*KW*C), channels last inside a row."""
     raise NotImplementedError  # your code here: see tutorials/exercises/im2col.py
 
 # %%

@@ -351,9 +351,10 @@ except ValueError as err:
 # %% [markdown]
 # ## Your turn: `batchnorm_backward`
 #
-# BatchNorm's backward pass in training mode, per channel over the m values: grad_x =
-# gamma / (m * sqrt(var + eps)) * (m * grad_y - sum(grad_y) - x_hat * sum(grad_y *
-# x_hat)). Return `(grad_x, grad_gamma, grad_beta)`; `x` is (N, C) or (N, C, H, W).
+# Write BatchNorm's backward pass in training mode.  Per channel, over its `m` values:
+# `grad_x = gamma / (m * sqrt(var + eps)) * (m * grad_y - sum(grad_y) - x_hat * sum(grad_y
+# * x_hat))`, `grad_gamma = sum(grad_y * x_hat)`, `grad_beta = sum(grad_y)`. Return
+# `(grad_x, grad_gamma, grad_beta)`; `x` is `(N, C)` or `(N, C, H, W)`.
 #
 # Replace `raise NotImplementedError` with your code and run the cell, then run the check
 # below. The checker runs your function **in a separate process** on several inputs (edge
@@ -364,7 +365,7 @@ except ValueError as err:
 
 # %%
 def batchnorm_backward(grad_y, x, gamma, eps=1e-5):
-    """BatchNorm's backward pass in training mode, per channel over the m values:"""
+    """BatchNorm backward (training mode): return (grad_x, grad_gamma, grad_beta)."""
     raise NotImplementedError  # your code here: see tutorials/exercises/batchnorm_backward.py
 
 # %%

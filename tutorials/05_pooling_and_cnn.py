@@ -272,9 +272,10 @@ save(fig, "05_cnn_training.png")
 # %% [markdown]
 # ## Your turn: `max_pool2d_backward`
 #
-# The gradient of max pooling w.r.t. its input x (N, C, H, W): each output's gradient goes
-# to the position of its window's maximum (the FIRST one, in row-major order, when several
-# tie); overlapping windows ADD their gradients. Return `grad_x`.
+# Write the gradient of max pooling with respect to its input `x` `(N, C, H, W)`: each
+# output's gradient goes to the position of its window's maximum (the FIRST one in
+# row-major order when several tie), and overlapping windows ADD their gradients. Return
+# `grad_x`.
 #
 # Replace `raise NotImplementedError` with your code and run the cell, then run the check
 # below. The checker runs your function **in a separate process** on several inputs (edge
@@ -285,7 +286,7 @@ save(fig, "05_cnn_training.png")
 
 # %%
 def max_pool2d_backward(grad_y, x, kernel_size, stride, padding=0):
-    """The gradient of max pooling w.r.t. its input x (N, C, H, W): each output's"""
+    """grad_x of max pooling: each output's gradient goes to its window's (first) maximum."""
     raise NotImplementedError  # your code here: see tutorials/exercises/max_pool_backward.py
 
 # %%

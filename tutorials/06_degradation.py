@@ -269,9 +269,10 @@ save(fig, "06_degradation_curves.png")
 # %% [markdown]
 # ## Your turn: `sgd_momentum_step`
 #
-# One step of the paper's optimiser, PyTorch's formulas: g = grad + weight_decay * param;
-# buf = g on the first step (momentum_buffer is None), else momentum * buf + g; param =
-# param - lr * buf. Return `(param, buf)`: new arrays, the inputs unchanged.
+# Write one step of the paper's optimiser, with PyTorch's formulas: `g = grad +
+# weight_decay * param`; `buf = g` on the first step (`momentum_buffer` is None), else
+# `buf = momentum * momentum_buffer + g`; `param = param - lr * buf`. Return `(param,
+# buf)` as new arrays, leaving the inputs unchanged.
 #
 # Replace `raise NotImplementedError` with your code and run the cell, then run the check
 # below. The checker runs your function **in a separate process** on several inputs (edge
@@ -282,7 +283,7 @@ save(fig, "06_degradation_curves.png")
 
 # %%
 def sgd_momentum_step(param, grad, momentum_buffer, lr, momentum, weight_decay):
-    """One step of the paper's optimiser, PyTorch's formulas: g = grad + weight_decay * param;"""
+    """One SGD step with momentum and weight decay: return (new param, new buffer)."""
     raise NotImplementedError  # your code here: see tutorials/exercises/sgd_momentum.py
 
 # %%

@@ -275,10 +275,11 @@ print(f"plain-20 has {plain_total:,} parameters: the same as ResNet-20 with opti
 # %% [markdown]
 # ## Your turn: `basic_block_forward`
 #
-# The forward pass of the paper's BasicBlock on NumPy arrays, option A shortcut: y =
-# relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), BN in training mode; when the block
-# halves the map (stride 2) the shortcut takes every second pixel and appends zero
-# channels. The kernels `conv2d_forward`, `batch_norm_forward`, `relu_forward` may help.
+# Write the forward pass of the paper's BasicBlock on NumPy arrays, with the option A
+# shortcut: `y = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, BatchNorm in
+# training mode. When the block halves the map (stride 2), the shortcut takes every second
+# pixel and appends zero channels. The kernels `conv2d_forward`, `batch_norm_forward` and
+# `relu_forward` may help.
 #
 # Replace `raise NotImplementedError` with your code and run the cell, then run the check
 # below. The checker runs your function **in a separate process** on several inputs (edge
@@ -287,14 +288,16 @@ print(f"plain-20 has {plain_total:,} parameters: the same as ResNet-20 with opti
 # with a longer docstring and hints, is `tutorials/exercises/basic_block_forward.py`
 # (`python -m minires check basic_block_forward` checks that file).
 #
-# The kernels you may use: `from minires.kernels.conv import conv2d_forward`, `from
-# minires.kernels.norm import batch_norm_forward` and `from minires.kernels.activation
-# import relu_forward` (import them in your cell).
+# The kernels you may use (import them in your cell):
+#
+#     from minires.kernels.activation import relu_forward
+#     from minires.kernels.conv import conv2d_forward
+#     from minires.kernels.norm import batch_norm_forward
 
 # %%
 def basic_block_forward(x, conv1_weight, bn1_gamma, bn1_beta, conv2_weight, bn2_gamma,
                         bn2_beta, stride=1):
-    """The forward pass of the paper's BasicBlock on NumPy arrays, option A shortcut:"""
+    """The BasicBlock's forward pass, option A shortcut: return y."""
     raise NotImplementedError  # your code here: see tutorials/exercises/basic_block_forward.py
 
 # %%
