@@ -143,9 +143,8 @@ def _resume_state(checkpoint_path, config: dict, epochs: int) -> None:
                 f"--resume: {checkpoint_path.parent} holds {legacy.name}, a checkpoint of an "
                 "older minires. It is a pickle, which can run code when loaded, and minires "
                 "no longer reads pickles. Start the run again (--overwrite), or, if you trust "
-                "the file, convert it with the older minires: `import pickle, minires; "
-                f"minires.save(pickle.load(open({str(legacy)!r}, 'rb')), "
-                f"{str(checkpoint_path)!r})`")
+                f"the file, unpickle {legacy.name} yourself in a Python session and pass the "
+                f"object to `minires.save(obj, {str(checkpoint_path)!r})`")
         raise _CommandError(f"--resume: no checkpoint at {checkpoint_path}; train without "
                             "--resume first, or pass the --out of an earlier run")
     try:
