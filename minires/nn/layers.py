@@ -12,16 +12,10 @@ import numpy as np
 
 from minires import backend
 from minires import functional as F
+from minires.kernels.geometry import pair
 from minires.nn import init
 from minires.nn.module import Module
 from minires.nn.parameter import Parameter
-
-
-def _pair(value, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def _empty(*shape) -> Parameter:
@@ -81,9 +75,9 @@ class Conv2d(Module):
                  dilation=1, bias: bool = True):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride, self.padding = _pair(stride, "stride"), _pair(padding, "padding")
-        self.dilation = _pair(dilation, "dilation")
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride, self.padding = pair(stride, "stride"), pair(padding, "padding")
+        self.dilation = pair(dilation, "dilation")
         self.weight = _empty(out_channels, in_channels, *self.kernel_size)
         self.register_parameter("bias", _empty(out_channels) if bias else None)
         self.reset_parameters()
@@ -258,7 +252,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size=(1, 1)):
         super().__init__()
-        self.output_size = _pair(output_size, "output_size")
+        self.output_size = pair(output_size, "output_size")
         if self.output_size != (1, 1):
             raise ValueError(f"AdaptiveAvgPool2d supports output_size (1, 1) only, got "
                              f"{output_size}")
