@@ -315,3 +315,47 @@ def test_kernels_plugged_in_stay_in_their_modules_only_inside_use():
         assert conv.im2col is not before[0]
         raise RuntimeError("inside")
     assert (conv.im2col, norm.batch_norm_backward, pool.max_pool2d_backward) == before
+
+
+# ----------------------------------------------------------------------------- BatchNorm
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (2, 16, 8, 8), (1, 2, 3, 1), (8, 5, 1, 1),
+                                   (3, 4)])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_fast_batch_norm_equals_simple(rng, shape, affine, training):
+    from minires.kernels.fast import norm as fast_norm
+    x = rng.standard_normal(shape) * 3 + 5
+    c = shape[1]
+    gamma = rng.standard_normal(c) if affine else None
+    beta = rng.standard_normal(c) if affine else None
+    stats = [(rng.random(c), rng.random(c) + 0.5) for _ in range(2)]
+    run_fast, run_simple = [a.copy() for a in stats[0]], [a.copy() for a in stats[0]]
+    y_f, cache_f = fast_norm.batch_norm_forward(x, gamma, beta, *run_fast, training, 0.1)
+    y_s, cache_s = norm.batch_norm_forward(x, gamma, beta, *run_simple, training, 0.1)
+    np.testing.assert_allclose(y_f, y_s, rtol=1e-12, atol=1e-12)
+    for a, b in zip(run_fast, run_simple, strict=True):  # running stats updated alike
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    g = rng.standard_normal(shape)
+    for a, b in zip(fast_norm.batch_norm_backward(g, cache_f),
+                    norm.batch_norm_backward(g, cache_s), strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_fast_batch_norm_float32_and_errors(rng):
+    from minires.kernels.fast import norm as fast_norm
+    x = (rng.standard_normal((4, 3, 6, 6)) * 2 + 100).astype(np.float32)
+    gamma, beta = np.ones(3, np.float32), np.zeros(3, np.float32)
+    y, cache = fast_norm.batch_norm_forward(x, gamma, beta, None, None, True)
+    assert y.dtype == np.float32 and cache.inv_std.dtype == np.float32
+    np.testing.assert_allclose(y, norm.batch_norm_forward(x, gamma, beta, None, None, True)[0],
+                               rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        fast_norm.batch_norm_forward(np.zeros((1, 3, 1, 1)), None, None, None, None, True)
+    with pytest.raises(ValueError, match="gamma has shape"):
+        fast_norm.batch_norm_forward(x, np.ones(4, np.float32), None, None, None, True)
+    with pytest.raises(ValueError, match="grad_y has shape"):
+        fast_norm.batch_norm_backward(np.zeros((4, 3, 6, 5), np.float32), cache)

@@ -26,6 +26,7 @@ from typing import NamedTuple
 from minires.backend import CUDA, device_of, get_array_module
 from minires.kernels import activation, conv, norm, pool
 from minires.kernels.fast import conv as fast_conv
+from minires.kernels.fast import norm as fast_norm
 from minires.kernels.geometry import pair
 
 #: The environment variable read once at import: ``fast`` (default) or ``simple``.
@@ -268,18 +269,21 @@ def conv2d_backward(grad_out, x, weight, stride, padding, dilation, need_input_g
 
 
 def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
-    """:func:`minires.kernels.norm.batch_norm_forward`; the cache also keeps ``x`` and
-    ``eps`` while a student's backward (which needs them) is plugged in."""
-    y, cache = norm.batch_norm_forward(x, gamma, beta, running_mean, running_var, training,
-                                       momentum, eps)
+    """:func:`minires.kernels.norm.batch_norm_forward`, fast or simple; the cache also
+    keeps ``x`` and ``eps`` while a student's backward (which needs them) is plugged in."""
+    kernels = fast_norm if _fast else norm
+    y, cache = kernels.batch_norm_forward(x, gamma, beta, running_mean, running_var, training,
+                                          momentum, eps)
     if replaced("batch_norm_backward"):
         cache = cache._replace(x=x, eps=eps)
     return y, cache
 
 
 def batch_norm_backward(grad_y, cache):
-    """:func:`minires.kernels.norm.batch_norm_backward` (or the plugged-in one)."""
-    return norm.batch_norm_backward(grad_y, cache)
+    """:func:`minires.kernels.norm.batch_norm_backward`, fast or simple (or the plugged-in
+    one)."""
+    kernels = fast_norm if _fast and not replaced("batch_norm_backward") else norm
+    return kernels.batch_norm_backward(grad_y, cache)
 
 
 def max_pool2d_forward(x, kernel_size, stride, padding):

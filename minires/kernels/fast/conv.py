@@ -29,6 +29,9 @@ from minires.kernels.fast import workspace
 #: cache (4 MB measured best of 1-16 MB, see benchmarks/README.md).
 CHUNK_BYTES = 4 * 2**20
 
+# The teaching path's pieces this module calls (module names, so a profiler can wrap them).
+col2im, weight_to_matrix = conv.col2im, conv.weight_to_matrix
+
 
 def _geometry(stride, padding, dilation):
     return (geometry.pair(stride, "stride", 1, "conv2d"),
@@ -98,7 +101,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1):
     c_out, _, kernel_h, kernel_w = weight.shape
     out_h, out_w = geometry.output_hw(h, w, (kernel_h, kernel_w), stride, padding, dilation)
 
-    w_mat_t = conv.weight_to_matrix(weight).T  # (KH*KW*C_in, C_out)
+    w_mat_t = weight_to_matrix(weight).T  # (KH*KW*C_in, C_out)
     y = xp.empty((n, c_out, out_h, out_w), dtype=x.dtype)
     chunks = batch_chunks(xp, n, out_h * out_w * kernel_h * kernel_w * c_in * x.dtype.itemsize)
     unfold = _ChunkIm2col(xp, x.dtype, chunks[0].stop, c_in, h, w, (kernel_h, kernel_w),
@@ -127,7 +130,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
     out_h, out_w = geometry.output_hw(h, w, kernel, stride, padding, dilation)
     conv.check_grad_out(grad_out, x, (n, c_out, out_h, out_w))
 
-    w_mat = conv.weight_to_matrix(weight)  # (C_out, KH*KW*C_in)
+    w_mat = weight_to_matrix(weight)  # (C_out, KH*KW*C_in)
     grad_w_mat = xp.zeros_like(w_mat)
     grad_x = xp.empty(x.shape, dtype=x.dtype) if need_input_grad else None
 
@@ -162,7 +165,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
             gx = xp.matmul(g_cols, w_flipped, out=gx_buf[:len(g_cols)])
             grad_x[batch] = gx.reshape(-1, h, w, c_in).transpose(0, 3, 1, 2)
         elif need_input_grad:
-            grad_x[batch] = conv.col2im(g @ w_mat, (len(g) // (out_h * out_w), c_in, h, w),
+            grad_x[batch] = col2im(g @ w_mat, (len(g) // (out_h * out_w), c_in, h, w),
                                         kernel_h, kernel_w, stride, padding, dilation)
 
     grad_weight = xp.ascontiguousarray(
