@@ -72,6 +72,17 @@ def check_channel_vector(v, channels: int, name: str):
         raise ValueError(f"{name} has shape {tuple(v.shape)}, expected (C,) = ({channels},)")
 
 
+def update_running_stats(running_mean, running_var, mean, var, momentum, m):
+    """In place: ``running = (1 - momentum) running + momentum batch``, with the batch
+    variance made unbiased (``var * m / (m - 1)``); None entries are left alone."""
+    if running_mean is not None:
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+    if running_var is not None:
+        running_var *= 1 - momentum
+        running_var += (momentum * m / (m - 1)) * var  # unbiased estimate
+
+
 def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1,
                        eps=1e-5):
     """BatchNorm forward: ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` per channel.
@@ -126,12 +137,7 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
         # Two passes (mean first, then squared deviations) are more accurate in float32
         # than mean(x^2) - mean(x)^2, which cancels badly when |mean| >> std.
         var = (x_centered * x_centered).mean(axis=axes)  # biased: divides by m
-        if running_mean is not None:
-            running_mean *= 1 - momentum
-            running_mean += momentum * mean
-        if running_var is not None:
-            running_var *= 1 - momentum
-            running_var += (momentum * m / (m - 1)) * var  # unbiased estimate
+        update_running_stats(running_mean, running_var, mean, var, momentum, m)
     else:
         if running_mean is None or running_var is None:
             raise ValueError("eval mode (training=False) needs running_mean and running_var")

@@ -55,12 +55,7 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
     x_hat = x - mean.reshape(vshape)  # centred first: two passes, accurate in float32
     centred = x_hat.reshape(n, channels, -1)
     var = _channel_sums(centred, centred) / m  # biased
-    if running_mean is not None:
-        running_mean *= 1 - momentum
-        running_mean += momentum * mean
-    if running_var is not None:
-        running_var *= 1 - momentum
-        running_var += (momentum * m / (m - 1)) * var  # unbiased estimate
+    norm.update_running_stats(running_mean, running_var, mean, var, momentum, m)
     inv_std = (1 / (var + eps) ** 0.5).astype(x.dtype, copy=False)
     x_hat *= inv_std.reshape(vshape)
     if gamma is None:
