@@ -268,6 +268,24 @@ def write_docs(directory: Path, header: list, sections: list, summaries: dict) -
     print(f"wrote {directory / 'README.md'} and {directory / 'train_step.png'}")
 
 
+def save_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def report(header: list, workers: list, models: list, docs: Path | None) -> None:
+    """Tables per BLAS environment from the workers' results (and the docs, if asked)."""
+    sections, summaries = [], {}
+    for env_kind in dict.fromkeys(w["blas_env"] for w in workers):
+        results = [w for w in workers if w["blas_env"] == env_kind]
+        summaries[env_kind] = summarise(results, models)
+        sections.append(print_report(env_kind, summaries[env_kind], results))
+    if docs:
+        write_docs(docs, header, sections, summaries)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet20,resnet56")
@@ -283,6 +301,8 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=900, help="seconds per worker")
     parser.add_argument("--json", type=Path, help="also write every worker's result here")
     parser.add_argument("--docs", type=Path, help="write README.md and train_step.png here")
+    parser.add_argument("--from-json", type=Path,
+                        help="no new runs: report (and --docs) from a saved --json file")
     parser.add_argument("--malloc", default="default", choices=("default", "keep"),
                         help="keep: both workers call minires.backend.keep_freed_memory() "
                              "(glibc keeps freed memory: no fresh pages per step)")
@@ -292,6 +312,10 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(args.worker, models[0], args.batch, args.warmup, args.steps,
                                 args.malloc)))
+        return 0
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        report(saved["header"], saved["workers"], models, args.docs)
         return 0
     if args.rounds < 1 or args.steps < 1 or args.warmup < 0 or args.batch < 2:
         parser.error("need --rounds >= 1, --steps >= 1, --warmup >= 0 and --batch >= 2")
@@ -305,9 +329,9 @@ def main(argv=None) -> int:
               f"steps after {args.warmup} warm-up, each system in its own subprocess",
               f"- threads: {args.threads or 'inherited'}; malloc: {args.malloc}"]
     print("\n".join(header) + "\n")
-    all_results, sections, summaries = [], [], {}
+    all_results = []
     for env_kind in envs:
-        env, results = blas_env(env_kind), []
+        env = blas_env(env_kind)
         if args.threads:
             env["OPENBLAS_NUM_THREADS"] = str(args.threads)
         for rnd in range(args.rounds):
@@ -316,24 +340,18 @@ def main(argv=None) -> int:
                 for system in order:
                     r = run_worker(system, model, args, env)
                     r.update(round=rnd, blas_env=env_kind)
-                    results.append(r)
+                    all_results.append(r)
                     print(f"  [{env_kind} round {rnd + 1}/{args.rounds}] {system:8} {model}: "
                           f"{statistics.median(r['step_ms']):7.0f} ms/step, "
                           f"{r['faults_per_step']:8.0f} faults/step, "
                           f"peak RSS {r['peak_rss_mb']:5.0f} MB", flush=True)
+                    if args.json:  # after every worker: a cut-short run keeps its data
+                        save_json(args.json, {"header": header, "workers": all_results})
                     time.sleep(0.5)  # let the other system's threads go quiet
-        summaries[env_kind] = summarise(results, models)
-        sections.append(print_report(env_kind, summaries[env_kind], results))
-        all_results += results
     if os.getloadavg()[0] > (os.cpu_count() or 1):
         print(f"note: load average {os.getloadavg()[0]:.2f} > {os.cpu_count()} CPUs: other "
               "processes shared the machine; trust the paired ratios over absolute times")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"header": header, "summaries": summaries,
-                                         "workers": all_results}, indent=2) + "\n")
-    if args.docs:
-        write_docs(args.docs, header, sections, summaries)
+    report(header, all_results, models, args.docs)
     return 0
 
 
