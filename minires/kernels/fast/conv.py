@@ -26,9 +26,9 @@ from minires.kernels import conv, geometry
 from minires.kernels.fast import workspace
 
 #: Target size in bytes of one chunk's column matrix on the CPU: small enough to stay in
-#: cache (1 MiB measured best of 0.25-64 MiB here, with 2 MiB of L2 per core: see
-#: benchmarks/README.md).
-CHUNK_BYTES = 2**20
+#: cache (see benchmarks/README.md for the measurements; 1 MiB measured faster on a loaded
+#: machine but is not the default yet).
+CHUNK_BYTES = 4 * 2**20
 
 # The teaching path's pieces this module calls (module names, so a profiler can wrap them).
 col2im, weight_to_matrix = conv.col2im, conv.weight_to_matrix
