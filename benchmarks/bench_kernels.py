@@ -148,7 +148,7 @@ def bench_conv(batch, channels, size, repeats, rng, torch, peak) -> dict:
 
 def bench_batch_norm(batch, channels, size, repeats, rng, torch) -> dict | None:
     try:
-        from minires.kernels.norm import batch_norm_backward, batch_norm_forward
+        from minires.kernels.routing import batch_norm_backward, batch_norm_forward
     except ImportError as err:
         print(f"note: skipping BatchNorm2d row ({err})")
         return None
@@ -158,7 +158,7 @@ def bench_batch_norm(batch, channels, size, repeats, rng, torch) -> dict | None:
     mean, var = np.zeros(channels, np.float32), np.ones(channels, np.float32)
 
     def ours():
-        _, cache = batch_norm_forward(x, gamma, beta, mean, var, True)
+        _, cache = batch_norm_forward(x, gamma, beta, mean, var, True, 0.1, 1e-5)
         batch_norm_backward(g, cache)
 
     row = {"op": f"batchnorm2d {channels}ch {size}x{size}",

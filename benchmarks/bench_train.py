@@ -245,21 +245,23 @@ def write_docs(directory: Path, header: list, sections: list, summaries: dict) -
     except ImportError:
         print("matplotlib not installed: no bar chart")
         return
-    labels, ours, theirs = [], [], []
+    labels, ours, theirs, ratios = [], [], [], []
     for env_kind, summary in summaries.items():
         for model, row in summary.items():
             if model != "depth_ratio" and "ratio" in row:
                 labels.append(f"{model}\n({env_kind})")
                 ours.append(row["minires"]["ms"])
                 theirs.append(row["torch"]["ms"])
+                ratios.append(row["ratio"])
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(labels), 3.2))
     xs = range(len(labels))
     ax.bar([i - 0.2 for i in xs], ours, 0.4, label="minires")
     ax.bar([i + 0.2 for i in xs], theirs, 0.4, label="PyTorch")
-    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-        ax.text(i, max(a, b), f"{a / b:.2f}x", ha="center", va="bottom", fontsize=8)
+    for i, (a, b, ratio) in enumerate(zip(ours, theirs, ratios, strict=True)):
+        ax.text(i, max(a, b), f"{ratio:.2f}x", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(list(xs), labels, fontsize=8)
-    ax.set_ylabel("ms per training step")
+    ax.set_ylabel("ms per training step (median)")
+    ax.set_title("labels: median over rounds of the paired ratio minires / torch", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = directory / "train_step.tmp.png"
@@ -321,7 +323,8 @@ def main(argv=None) -> int:
         parser.error("need --rounds >= 1, --steps >= 1, --warmup >= 0 and --batch >= 2")
     systems = [s for s in args.systems.split(",") if s]
     envs = ("inherited", "unset") if args.blas_env == "both" else (args.blas_env,)
-    header = [f"- machine: {platform.processor() or platform.machine()}, "
+    header = [f"- command: `python benchmarks/bench_train.py {' '.join(argv or sys.argv[1:])}`",
+              f"- machine: {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} CPUs, python {platform.python_version()}; load average "
               f"{os.getloadavg()[0]:.2f} at start",
               f"- inherited {', '.join(f'{v}={os.environ.get(v)!r}' for v in BLAS_VARS)}",
