@@ -103,18 +103,8 @@ def minires_step_fn(name: str, x: np.ndarray, y: np.ndarray):
     optimizer = SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     inputs = minires.Tensor(x)
 
-    def step():
-        c0, t0 = time.process_time(), time.perf_counter()
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(inputs), y)
-        t1 = time.perf_counter()
-        loss.backward()
-        t2 = time.perf_counter()
-        optimizer.step()
-        t3, c3 = time.perf_counter(), time.process_time()
-        return loss.item(), (t1 - t0, t2 - t1, t3 - t2), c3 - c0
-
-    return model, step
+    return model, _timed_step(optimizer.zero_grad,
+                              lambda: F.cross_entropy(model(inputs), y), optimizer.step)
 
 
 def torch_step_fn(torch, name: str, x: np.ndarray, y: np.ndarray, state_dict=None):
@@ -130,18 +120,27 @@ def torch_step_fn(torch, name: str, x: np.ndarray, y: np.ndarray, state_dict=Non
                                 weight_decay=WEIGHT_DECAY)
     inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
 
+    return model, _timed_step(lambda: optimizer.zero_grad(set_to_none=True),
+                              lambda: torch.nn.functional.cross_entropy(model(inputs), labels),
+                              optimizer.step)
+
+
+def _timed_step(zero_grad, forward_loss, optimizer_step):
+    """step() -> (loss, (forward, backward, optimizer) wall seconds, process CPU seconds)
+    for the plain loop: zero_grad(); loss = forward_loss(); loss.backward(); step()."""
+
     def step():
         c0, t0 = time.process_time(), time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(inputs), labels)
+        zero_grad()
+        loss = forward_loss()
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
-        optimizer.step()
+        optimizer_step()
         t3, c3 = time.perf_counter(), time.process_time()
         return loss.item(), (t1 - t0, t2 - t1, t3 - t2), c3 - c0
 
-    return model, step
+    return step
 
 
 def run_steps(step, warmup: int, repeats: int) -> dict:
