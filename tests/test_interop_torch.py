@@ -1,0 +1,304 @@
+"""minires.interop.to_torch / from_torch: every model family against its PyTorch twin.
+
+For each family the minires model gets non-trivial BN parameters and running statistics,
+then the twin from ``to_torch`` must have the same state-dict keys, shapes and dtypes and
+give the same logits, input gradient, parameter gradients and updated running statistics
+in train and in eval mode (relative error max|a - b| / max|b|: 1e-10 in float64, 1e-5 in
+float32, gradients measured as explained in ``compare``); one SGD step (momentum, weight
+decay) must leave equal weights; and
+``from_torch`` must bring torch's weights back, strictly.
+"""
+
+import numpy as np
+import pytest
+
+import minires
+from minires import interop, models, optim
+from minires.models import Bottleneck, ResNet
+
+# (id, constructor, input shape): every family minires.models builds, small and quick.
+# ImageNet nets get 64 x 64 inputs: layer4 is then 2 x 2, so its train-mode BN normalises
+# 8 values per channel (at 32 x 32 and batch 2 only 2, and rounding is amplified 1e4-fold).
+SMALL = {"widths": (4, 8, 16)}
+FAMILIES = [
+    ("resnet8-A", lambda: models.CifarResNet(8, **SMALL), (3, 3, 12, 12)),
+    ("resnet20-A", lambda: models.resnet20(**SMALL), (2, 3, 16, 16)),
+    ("resnet14-B", lambda: models.CifarResNet(14, shortcut="B", **SMALL), (2, 3, 12, 12)),
+    ("resnet8-C", lambda: models.CifarResNet(8, shortcut="C", **SMALL), (2, 3, 12, 12)),
+    ("plain20", lambda: models.plain20(**SMALL), (2, 3, 16, 16)),
+    ("preact20-A", lambda: models.preact_resnet20(**SMALL), (2, 3, 16, 16)),
+    ("preact8-B", lambda: models.CifarResNet(8, block="preact", shortcut="B", **SMALL),
+     (2, 3, 12, 12)),
+    ("preact-plain8", lambda: models.CifarResNet(8, block="preact", residual=False, **SMALL),
+     (2, 3, 12, 12)),
+    ("highway20", lambda: models.highway20(**SMALL), (2, 3, 16, 16)),
+    ("resnet8-scale0.5-mnist", lambda: models.CifarResNet(8, shortcut_scale=0.5,
+                                                          in_channels=1, **SMALL),
+     (2, 1, 28, 28)),
+    ("resnet20-lesioned", lambda: models.resnet20(**SMALL).without_block("layer2.1"),
+     (2, 3, 16, 16)),
+    ("resnet18", lambda: models.resnet18(num_classes=10), (2, 3, 64, 64)),
+    ("bottleneck-1111", lambda: ResNet(Bottleneck, (1, 1, 1, 1), num_classes=10),
+     (2, 3, 64, 64)),
+    ("bottleneck-v1-plain", lambda: ResNet(Bottleneck, (1, 1, 1, 1), num_classes=5,
+                                           stride_in_1x1=True, residual=False), (2, 3, 64, 64)),
+]
+IDS = [family[0] for family in FAMILIES]
+
+
+def randomise_batch_norm(model, rng):
+    """Non-trivial BN parameters and running statistics, so eval mode tests something."""
+    for module in model.modules():
+        if isinstance(module, minires.nn.BatchNorm2d):
+            c = module.num_features
+            module.weight.data[...] = rng.uniform(0.5, 1.5, c)
+            module.bias.data[...] = rng.normal(0, 0.2, c)
+            module.running_mean.data[...] = rng.normal(0, 0.2, c)
+            module.running_var.data[...] = rng.uniform(0.5, 2.0, c)
+            module.num_batches_tracked.data[...] = 3
+        if isinstance(module, models.HighwayBlock):  # gates that depend on x
+            module.gate.weight.data[...] = rng.normal(0, 0.1, module.gate.weight.shape)
+
+
+def relative_error(a, b, floor=1e-300) -> float:
+    """max|a - b| / max|b|; ``floor`` bounds the denominator from below."""
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), floor))
+
+
+def build(constructor, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    with minires.default_dtype(dtype):
+        model = constructor()
+    randomise_batch_norm(model, rng)
+    return model
+
+
+def compare(torch, ours, twin, x, tolerance, rng):
+    """Logits, input and parameter gradients, running stats: train mode, then eval mode.
+    Returns the largest relative error seen per quantity."""
+    worst = {"logits": 0.0, "grads": 0.0}
+    for mode in ("train", "eval"):
+        ours.train(mode == "train")
+        twin.train(mode == "train")
+        ours.zero_grad()
+        twin.zero_grad(set_to_none=True)
+        x_ours = minires.tensor(x, requires_grad=True)
+        x_twin = torch.tensor(x, requires_grad=True)
+        logits, logits_twin = ours(x_ours), twin(x_twin)
+        error = relative_error(logits.numpy(), logits_twin.detach().numpy())
+        assert error < tolerance, f"{mode}: logits differ by {error:.2e}"
+        worst["logits"] = max(worst["logits"], error)
+        g = rng.standard_normal(logits.shape).astype(x.dtype)
+        logits.backward(g)
+        logits_twin.backward(torch.tensor(g))
+        error = relative_error(x_ours.grad.numpy(), x_twin.grad.numpy())
+        assert error < tolerance, f"{mode}: input gradient differs by {error:.2e}"
+        twin_params = dict(twin.named_parameters())
+        assert set(twin_params) == {name for name, _ in ours.named_parameters()}
+        # float64: each gradient against its own largest entry, but at least 1e-6 of the
+        # model's largest gradient: one that is exactly 0 in exact arithmetic (a BN bias
+        # that feeds only train-mode BNs, which cancel a per-channel shift) is rounding
+        # noise in both.  float32: against the model's largest gradient; per tensor, a deep
+        # plain net's train-mode BNs amplify float32 rounding to ~1e-5 in both frameworks.
+        fraction = 1.0 if x.dtype == np.float32 else 1e-6
+        floor = fraction * max(float(np.max(np.abs(p.grad.numpy())))
+                           for _, p in ours.named_parameters())
+        for name, p in ours.named_parameters():
+            error = relative_error(p.grad.numpy(), twin_params[name].grad.numpy(), floor)
+            assert error < tolerance, f"{mode}: gradient of {name} differs by {error:.2e}"
+            worst["grads"] = max(worst["grads"], error)
+        twin_state = twin.state_dict()
+        for name, value in ours.state_dict().items():  # running stats updated alike
+            np.testing.assert_allclose(value, twin_state[name].numpy(), rtol=tolerance,
+                                       atol=tolerance * 1e-2, err_msg=f"{mode}: {name}")
+    return worst
+
+
+@pytest.mark.parametrize(("name", "constructor", "shape"), FAMILIES, ids=IDS)
+def test_twin_has_the_same_state_dict(torch, name, constructor, shape):
+    ours = build(constructor, np.float32)
+    twin = interop.to_torch(ours)
+    state, twin_state = ours.state_dict(), twin.state_dict()
+    assert list(twin_state) == list(state)  # same keys, same order
+    for key, value in state.items():
+        assert tuple(twin_state[key].shape) == value.shape, key
+        assert str(twin_state[key].dtype) == f"torch.{value.dtype}", key
+        np.testing.assert_array_equal(twin_state[key].numpy(), value, err_msg=key)
+    assert twin.training and ours.training
+
+
+@pytest.mark.parametrize(("name", "constructor", "shape"), FAMILIES, ids=IDS)
+def test_twin_matches_in_float64(torch, name, constructor, shape):
+    rng = np.random.default_rng(1)
+    ours = build(constructor, np.float64)
+    twin = interop.to_torch(ours)
+    assert next(twin.parameters()).dtype == torch.float64
+    compare(torch, ours, twin, rng.standard_normal(shape), 1e-10, rng)
+
+
+@pytest.mark.parametrize(("name", "constructor", "shape"), FAMILIES[:9], ids=IDS[:9])
+def test_twin_matches_in_float32(torch, name, constructor, shape):
+    torch.set_default_dtype(torch.float32)
+    rng = np.random.default_rng(2)
+    ours = build(constructor, np.float32)
+    twin = interop.to_torch(ours)
+    assert next(twin.parameters()).dtype == torch.float32
+    compare(torch, ours, twin, rng.standard_normal(shape).astype(np.float32), 1e-5, rng)
+
+
+@pytest.mark.parametrize(("name", "constructor", "shape"),
+                         [FAMILIES[1], FAMILIES[5], FAMILIES[8], FAMILIES[12]],
+                         ids=[IDS[1], IDS[5], IDS[8], IDS[12]])
+def test_one_sgd_step_leaves_equal_weights(torch, name, constructor, shape):
+    rng = np.random.default_rng(3)
+    ours = build(constructor, np.float64)
+    twin = interop.to_torch(ours)
+    x, y = rng.standard_normal(shape), rng.integers(0, ours.fc.out_features, shape[0])
+    settings = dict(lr=0.1, momentum=0.9, weight_decay=1e-4)
+    ours_opt, twin_opt = optim.SGD(ours.parameters(), **settings), \
+        torch.optim.SGD(twin.parameters(), **settings)
+    for _ in range(2):  # the second step uses the momentum buffer
+        ours_opt.zero_grad()
+        twin_opt.zero_grad()
+        minires.functional.cross_entropy(ours(minires.tensor(x)), y).backward()
+        torch.nn.functional.cross_entropy(twin(torch.tensor(x)), torch.tensor(y)).backward()
+        ours_opt.step()
+        twin_opt.step()
+    twin_state = twin.state_dict()
+    before = build(constructor, np.float64).state_dict()
+    for key, value in ours.state_dict().items():
+        np.testing.assert_allclose(value, twin_state[key].numpy(), rtol=1e-10, atol=1e-12,
+                                   err_msg=key)
+    assert not np.allclose(ours.state_dict()["fc.weight"], before["fc.weight"])
+
+
+def test_from_torch_brings_trained_weights_back(torch):
+    rng = np.random.default_rng(4)
+    ours = build(FAMILIES[1][1], np.float64)
+    twin = interop.to_torch(ours)
+    with torch.no_grad():  # change every weight and running statistic on the torch side
+        for value in twin.state_dict().values():
+            value.add_(torch.as_tensor(rng.standard_normal(value.shape) * 0.01,
+                                       dtype=value.dtype) if value.is_floating_point()
+                       else torch.tensor(5))
+    back = interop.from_torch(twin, build(FAMILIES[1][1], np.float64, seed=9))
+    x = rng.standard_normal((2, 3, 16, 16))
+    back.eval()
+    twin.eval()
+    error = relative_error(back(minires.tensor(x)).numpy(), twin(torch.tensor(x)).detach().numpy())
+    assert error < 1e-12
+    assert back.state_dict()["bn1.num_batches_tracked"].dtype == np.int64
+    assert int(back.state_dict()["bn1.num_batches_tracked"]) == 8
+
+
+def test_from_torch_accepts_state_dicts_and_casts_dtype(torch):
+    source = interop.to_torch(build(FAMILIES[0][1], np.float64))
+    target = build(FAMILIES[0][1], np.float32, seed=5)
+    interop.from_torch(source.state_dict(), target)
+    state = target.state_dict()
+    assert state["conv1.weight"].dtype == np.float32
+    np.testing.assert_allclose(state["conv1.weight"], source.conv1.weight.detach().numpy(),
+                               rtol=1e-6)
+
+
+def test_from_torch_lists_every_problem(torch):
+    source = dict(interop.to_torch(build(FAMILIES[0][1], np.float32)).state_dict())
+    target = build(FAMILIES[0][1], np.float32)
+    before = target.state_dict()
+    del source["fc.bias"]
+    source["extra.weight"] = torch.zeros(3)
+    source["conv1.weight"] = torch.zeros(4, 3, 5, 5)
+    with pytest.raises(ValueError) as info:
+        interop.from_torch(source, target)
+    message = str(info.value)
+    assert "missing: fc.bias" in message
+    assert "unexpected: extra.weight" in message
+    assert "conv1.weight: source (4, 3, 5, 5), model (4, 3, 3, 3)" in message
+    after = target.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # nothing changed
+
+
+def test_from_torch_explains_a_ddp_prefix_and_unwraps_wrappers(torch):
+    twin = interop.to_torch(build(FAMILIES[0][1], np.float32))
+    prefixed = {f"module.{k}": v for k, v in twin.state_dict().items()}
+    with pytest.raises(ValueError, match="DistributedDataParallel"):
+        interop.from_torch(prefixed, build(FAMILIES[0][1], np.float32))
+    wrapped = torch.nn.DataParallel(twin)
+    back = interop.from_torch(wrapped, build(FAMILIES[0][1], np.float32, seed=3))
+    np.testing.assert_array_equal(back.state_dict()["fc.weight"], twin.fc.weight.detach().numpy())
+
+
+def test_bad_arguments_are_type_errors(torch):
+    with pytest.raises(TypeError, match="minires Module"):
+        interop.to_torch(torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="state dict"):
+        interop.from_torch([1, 2], models.resnet20(**SMALL))
+
+    class Custom(minires.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = minires.nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.inner(x)
+
+    with pytest.raises(TypeError, match="no PyTorch twin for model \\(Custom\\)"):
+        interop.to_torch(Custom())
+
+
+def test_sequential_of_layers_converts(torch):
+    nn = minires.nn
+    ours = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.Tanh(),
+                         nn.MaxPool2d(2), nn.AvgPool2d(2), nn.Flatten(), nn.Dropout(0.0),
+                         nn.Linear(8, 3), nn.Sigmoid())
+    twin = interop.to_torch(ours)
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(ours(minires.tensor(x)).numpy(),
+                               twin(torch.tensor(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_torchvision_class_is_used_when_it_imports(torch):
+    try:
+        import torchvision
+    except Exception as err:  # beside torch 2.13.0 PyPI's torchvision fails at import
+        pytest.skip(f"torchvision does not import here ({type(err).__name__}: {err}), so "
+                    "to_torch builds its own ResNet twin (tested above)")
+    ours = build(FAMILIES[11][1], np.float64)
+    twin = interop.to_torch(ours)
+    assert isinstance(twin, torchvision.models.ResNet)
+    rng = np.random.default_rng(6)
+    compare(torch, ours, twin, rng.standard_normal((2, 3, 64, 64)), 1e-10, rng)
+    fresh = torchvision.models.resnet18(num_classes=10)
+    fresh.load_state_dict(twin.state_dict(), strict=True)
+
+
+def test_use_torchvision_true_explains_why_not(torch):
+    model = ResNet(Bottleneck, (1, 1, 1, 1), num_classes=5, stride_in_1x1=True)
+    with pytest.raises((ValueError, ImportError), match="torchvision"):
+        interop.to_torch(model, use_torchvision=True)
+    assert type(interop.to_torch(model, use_torchvision=False)).__name__ == "TorchResNet"
+
+
+def test_safetensors_file_loads_into_torch_strictly(torch, tmp_path):
+    """A minires-saved state dict is read by safetensors.torch with torchvision's keys."""
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    ours = build(FAMILIES[11][1], np.float32)
+    path = interop.write_state_dict(ours.state_dict(), tmp_path / "resnet18.safetensors")
+    loaded = safetensors_torch.load_file(str(path))
+    assert loaded["layer1.0.bn1.num_batches_tracked"].dtype == torch.int64
+    assert "layer2.0.downsample.0.weight" in loaded and "layer1.0.downsample.0.weight" \
+        not in loaded  # torchvision's layout: projections where the shape changes
+    twin = interop.to_torch(build(FAMILIES[11][1], np.float32, seed=7))
+    twin.load_state_dict(loaded, strict=True)
+    np.testing.assert_array_equal(twin.fc.weight.detach().numpy(), ours.fc.weight.numpy())
+    back = interop.from_torch(loaded, build(FAMILIES[11][1], np.float32, seed=8))
+    np.testing.assert_array_equal(back.state_dict()["layer4.1.bn2.running_var"],
+                                  ours.state_dict()["layer4.1.bn2.running_var"])
+
+
+def test_missing_torch_says_how_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'minires\[torch\]'"):
+        interop.to_torch(models.resnet20(**SMALL))
