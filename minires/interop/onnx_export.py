@@ -34,6 +34,7 @@ from minires.models.blocks import BasicBlock, Bottleneck, HighwayBlock, PadShort
 from minires.models.cifar import CifarResNet
 from minires.models.imagenet import ResNet
 from minires.nn import layers
+from minires.nn.module import Module
 
 MIN_OPSET = 13  # Slice with steps, Pad with a pads input, Gemm/BN in their current forms
 
@@ -264,6 +265,8 @@ def build_onnx_model(model, example_input, opset: int = 17, fold_batch_norm: boo
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
         raise ValueError(f"opset must be an int from {MIN_OPSET} to {newest} (this onnx "
                          f"package's newest), got {opset!r}")
+    if not isinstance(model, Module):
+        raise TypeError(f"export_onnx expects a minires Module, got {type(model).__name__}")
     x = example_input.data if isinstance(example_input, Tensor) else example_input
     x = np.asarray(backend.to_numpy(x))
     if x.ndim != 4:
@@ -273,7 +276,7 @@ def build_onnx_model(model, example_input, opset: int = 17, fold_batch_norm: boo
     model.eval()
     try:
         with no_grad():  # runs the model once: the input fits, and gives the output shape
-            dtype = next(iter(model.parameters())).dtype
+            dtype = next((p.dtype for p in model.parameters()), np.float32)
             logits = model(Tensor(x.astype(dtype)))
         graph = _GraphBuilder(onnx, fold_batch_norm)
         output = graph.emit(model, "input", "")
