@@ -74,6 +74,12 @@ def parse_args(argv=None):
     return args
 
 
+def say(text: str) -> None:
+    """Print one whole line in one write, so that the ranks' lines never interleave."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def weights_digest(state: dict) -> str:
     """SHA-256 over a state dict's keys and bytes, in sorted key order (same weights, same
     digest, whichever framework held them)."""
@@ -125,9 +131,9 @@ def worker(rank: int, args, port: int) -> None:
     optimizer = torch.optim.SGD(ddp.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-4)
     rng = np.random.default_rng(args.seed)  # the same on every rank: the same global batches
     if rank == 0:
-        print(f"{args.model}: {model.num_parameters():,} parameters, {args.nproc} ranks "
+        say(f"{args.model}: {model.num_parameters():,} parameters, {args.nproc} ranks "
               f"({'NCCL' if cuda else 'gloo'}), global batch {args.batch_size}, start sha256 "
-              f"{weights_digest(model.state_dict())[:16]}", flush=True)
+              f"{weights_digest(model.state_dict())[:16]}")
     for step in range(1, args.steps + 1):
         batch = rng.choice(len(images), args.batch_size, replace=False)
         mine = batch[rank::args.nproc]  # this rank's share of the global batch
@@ -140,7 +146,7 @@ def worker(rank: int, args, port: int) -> None:
         mean_loss = loss.detach().clone()
         dist.all_reduce(mean_loss)
         if rank == 0 and (step == 1 or step == args.steps or step % 50 == 0):
-            print(f"step {step}: loss {mean_loss.item() / args.nproc:.4f}", flush=True)
+            say(f"step {step}: loss {mean_loss.item() / args.nproc:.4f}")
 
     with torch.no_grad():  # running statistics: each rank saw only its share
         for buffer in twin.buffers():
@@ -152,14 +158,14 @@ def worker(rank: int, args, port: int) -> None:
     reference = flat.clone()
     dist.broadcast(reference, src=0)
     difference = (flat - reference).abs().max().item()
-    print(f"rank {rank}: weights sha256 {weights_digest(state)[:16]}, max |difference| from "
-          f"rank 0 = {difference:g}", flush=True)
+    say(f"rank {rank}: weights sha256 {weights_digest(state)[:16]}, max |difference| from "
+          f"rank 0 = {difference:g}")
     if rank == 0:
         back = interop.from_torch(twin.cpu(), model)  # strictly by key and shape
         path = interop.write_state_dict(back.state_dict(), args.out)
-        print(f"saved {path} (sha256 {weights_digest(back.state_dict())[:16]}); analyse it with "
+        say(f"saved {path} (sha256 {weights_digest(back.state_dict())[:16]}); analyse it with "
               f"minires, or: python -m minires export {path} --model {args.model} --to onnx "
-              f"--out model.onnx", flush=True)
+              f"--out model.onnx")
     dist.destroy_process_group()
 
 
@@ -190,8 +196,8 @@ def main(argv=None) -> int:
         return 2
     start = time.perf_counter()
     mp.spawn(worker, args=(args, free_port()), nprocs=args.nproc, join=True)
-    print(f"done: {args.steps} steps on {args.nproc} ranks in "
-          f"{time.perf_counter() - start:.1f} s", flush=True)
+    say(f"done: {args.steps} steps on {args.nproc} ranks in "
+          f"{time.perf_counter() - start:.1f} s")
     return 0
 
 
