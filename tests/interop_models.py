@@ -28,7 +28,8 @@ FAMILIES = [
      (2, 1, 28, 28)),
     ("resnet20-lesioned", lambda: models.resnet20(**SMALL).without_block("layer2.1"),
      (2, 3, 16, 16)),
-    ("resnet18", lambda: models.resnet18(num_classes=10), (2, 3, 64, 64)),
+    ("resnet-basic-1111", lambda: ResNet("basic", (1, 1, 1, 1), num_classes=10),
+     (2, 3, 64, 64)),  # resnet18's layout with 1 block per stage (resnet18 itself: below)
     ("bottleneck-1111", lambda: ResNet(Bottleneck, (1, 1, 1, 1), num_classes=10),
      (2, 3, 64, 64)),
     ("bottleneck-v1-plain", lambda: ResNet(Bottleneck, (1, 1, 1, 1), num_classes=5,
