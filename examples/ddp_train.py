@@ -44,6 +44,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     import minires
 
 from minires import interop, models
+from minires.serialization import load_state_dict
 
 
 def parse_args(argv=None):
@@ -102,7 +103,7 @@ def load_data(args):
 def build_model(args, in_channels: int):
     """The minires model every rank starts from (identical on every rank)."""
     if args.checkpoint:
-        return interop.model_for_state_dict(args.model, interop.read_state_dict(args.checkpoint))
+        return interop.model_for_state_dict(args.model, load_state_dict(args.checkpoint))
     minires.manual_seed(args.seed)
     settings = {"in_channels": in_channels, "num_classes": 10}
     if args.model not in models.IMAGENET_MODEL_NAMES:
@@ -162,7 +163,7 @@ def worker(rank: int, args, port: int) -> None:
           f"rank 0 = {difference:g}")
     if rank == 0:
         back = interop.from_torch(twin.cpu(), model)  # strictly by key and shape
-        path = interop.write_state_dict(back.state_dict(), args.out)
+        path = minires.save(back.state_dict(), args.out)
         say(f"saved {path} (sha256 {weights_digest(back.state_dict())[:16]}); analyse it with "
               f"minires, or: python -m minires export {path} --model {args.model} --to onnx "
               f"--out model.onnx")

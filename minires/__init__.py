@@ -57,6 +57,7 @@ from minires.ops import (
     zeros,
     zeros_like,
 )
+from minires.serialization import load, save
 
 float32 = "float32"
 float64 = "float64"

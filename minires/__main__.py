@@ -74,7 +74,7 @@ def _load_data(args):
         try:
             train = data.load_cifar10(args.data_dir, "train")
             test = data.load_cifar10(args.data_dir, "test")
-        except FileNotFoundError as err:
+        except (FileNotFoundError, ValueError) as err:  # absent, or not the official files
             raise _CommandError(str(err)) from err
         # The paper's augmentation: pad 4, random 32x32 crop, random horizontal flip.
         transform = data.Compose([data.RandomCrop(32, padding=4), data.RandomHorizontalFlip()])
@@ -84,11 +84,88 @@ def _load_data(args):
     return train, test, transform
 
 
+def _check_device(device: str) -> str:
+    """The normalised device name; ``cuda`` without a usable CuPy is a command error."""
+    from minires import backend
+
+    try:
+        return backend.check_device(device)
+    except (ValueError, RuntimeError, ImportError) as err:
+        raise _CommandError(f"--device {device}: {err}") from err
+
+
+def _check_writable(out) -> None:
+    """Create ``out`` and write and delete a probe file there, so that an unwritable
+    output directory fails now rather than after the first epoch."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".minires-probe-"):
+            pass
+    except OSError as err:
+        raise _CommandError(f"--out {out} is not writable: {err.strerror or err} "
+                            f"({type(err).__name__}); pass another --out") from err
+
+
+def _check_cifar10(args) -> None:
+    """Fail now when --dataset cifar10 is asked for but its files are absent or not the
+    official ones (checked by md5 without reading them)."""
+    if args.dataset != "cifar10":
+        return
+    from minires import data
+
+    try:
+        data.check_cifar10(args.data_dir)
+    except (FileNotFoundError, ValueError) as err:
+        raise _CommandError(str(err)) from err
+
+
 _CHANNELS = {"mnist": 1, "cifar10": 3}
 
 # Settings that must match when resuming (epochs may grow; device and output may change).
 _RESUME_KEYS = ("model", "dataset", "width", "batch_size", "lr", "warmup_epochs", "seed",
                 "limit_batches")
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+def _resume_state(checkpoint_path, config: dict, epochs: int) -> None:
+    """Check before training that the checkpoint in --out can be resumed with these
+    settings: it exists, is a minires training checkpoint (never a pickle), was trained
+    with the same settings, and is not already at --epochs."""
+    from minires import serialization
+    from minires.train import CHECKPOINT_FORMAT
+
+    legacy = checkpoint_path.with_name("checkpoint.pkl")
+    if not checkpoint_path.exists():
+        if legacy.exists():
+            raise _CommandError(
+                f"--resume: {checkpoint_path.parent} holds {legacy.name}, a checkpoint of an "
+                "older minires. It is a pickle, which can run code when loaded, and minires "
+                "no longer reads pickles. Start the run again (--overwrite), or, if you trust "
+                "the file, convert it with the older minires: `import pickle, minires; "
+                f"minires.save(pickle.load(open({str(legacy)!r}, 'rb')), "
+                f"{str(checkpoint_path)!r})`")
+        raise _CommandError(f"--resume: no checkpoint at {checkpoint_path}; train without "
+                            "--resume first, or pass the --out of an earlier run")
+    try:
+        state = serialization.load(checkpoint_path)
+    except (ValueError, OSError) as err:  # truncated, foreign, a pickle, unreadable
+        raise _CommandError(f"--resume: {err}") from err
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise _CommandError(f"--resume: {checkpoint_path} is not a minires training "
+                            f"checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    saved = state.get("config") or {}
+    differ = [f"--{k.replace('_', '-')} {saved.get(k)!r} (now {config[k]!r})"
+              for k in _RESUME_KEYS if k in saved and saved[k] != config[k]]
+    if differ:
+        raise _CommandError(f"--resume: {checkpoint_path} was trained with different "
+                            f"settings: {'; '.join(differ)}")
+    epoch = state.get("epoch")
+    if isinstance(epoch, int) and epochs <= epoch:
+        raise _CommandError(f"--resume --epochs {epochs}: the checkpoint {checkpoint_path} is "
+                            f"already at epoch {epoch}; pass --epochs above {epoch} to train "
+                            "further (--epochs counts from the start of the run)")
 
 
 def train(args) -> int:
@@ -96,38 +173,31 @@ def train(args) -> int:
     from pathlib import Path
 
     import minires
-    from minires import backend, serialization
     from minires.data import DataLoader
     from minires.train import Trainer, paper_cifar_recipe
 
     if args.epochs < 1 or args.batch_size < 1 or (args.limit_batches or 1) < 1:
         raise _CommandError("--epochs, --batch-size and --limit-batches must be at least 1")
+    if args.width < 1:
+        raise _CommandError(f"--width must be at least 1 (the first stage's channels), got "
+                            f"{args.width}")
+    device = _check_device(args.device)
     out = Path(args.out or f"runs/{args.model}-{args.dataset}-seed{args.seed}")
-    checkpoint_path = out / "checkpoint.pkl"
+    checkpoint_path = out / CHECKPOINT_NAME
     config = {key: getattr(args, key) for key in _RESUME_KEYS + ("epochs",)}
     if args.resume:
-        if not checkpoint_path.exists():
-            raise _CommandError(f"--resume: no checkpoint at {checkpoint_path}; train without "
-                                "--resume first, or pass the --out of an earlier run")
-        saved = serialization.load(checkpoint_path).get("config", {})
-        differ = [f"--{k.replace('_', '-')} {saved.get(k)!r} (now {config[k]!r})"
-                  for k in _RESUME_KEYS if k in saved and saved[k] != config[k]]
-        if differ:
-            raise _CommandError(f"--resume: {checkpoint_path} was trained with different "
-                                f"settings: {'; '.join(differ)}")
+        _resume_state(checkpoint_path, config, args.epochs)
     elif checkpoint_path.exists() and not args.overwrite:
         raise _CommandError(f"{checkpoint_path} already exists: pass --resume to continue it, "
                             "--overwrite to start again, or another --out")
 
-    try:
-        device = backend.check_device(args.device)
-    except (ValueError, RuntimeError) as err:
-        raise _CommandError(str(err)) from err
     minires.manual_seed(args.seed)
     # MNIST: 1x28x28, CIFAR-10: 3x32x32; 10 classes each.  The model first: a bad name
-    # fails before CIFAR-10 is read.
+    # fails before CIFAR-10 is read, and before --out is created.
     model = _build_model(args.model, args.width, in_channels=_CHANNELS[args.dataset],
                          num_classes=10)
+    _check_cifar10(args)
+    _check_writable(out)
     (x, y), (x_test, y_test), transform = _load_data(args)
     train_loader = DataLoader((x, y), args.batch_size, shuffle=True, transform=transform,
                               seed=args.seed)
@@ -145,9 +215,16 @@ def train(args) -> int:
           f"{len(x)} training / {len(x_test)} test images, {len(train_loader)} iterations "
           f"per epoch, device {device}; writing to {out}")
     if args.resume:
-        epoch = trainer.resume(checkpoint_path)
+        try:
+            epoch = trainer.resume(checkpoint_path)
+        except (KeyError, ValueError) as err:  # built differently from the saved run
+            raise _CommandError(f"--resume: cannot continue {checkpoint_path}: {err}") from err
         print(f"resumed from {checkpoint_path} at epoch {epoch}")
-    history = trainer.fit(args.epochs)
+    try:
+        history = trainer.fit(args.epochs)
+    except OSError as err:  # e.g. the disk filled up: the last checkpoint is still whole
+        raise _CommandError(f"could not write to {out}: {err}; the checkpoint on disk holds "
+                            f"the last completed epoch ({trainer.epoch})") from err
     last = history[-1]
     print(f"final (epoch {last['epoch']}): train error {last['train_error']:.2%} (during "
           f"training), test error {last['test_error']:.2%}; "
@@ -162,9 +239,12 @@ def demo(args) -> int:
     from minires.experiments.common import DemoConfig
 
     names = available_demos() if args.name == "all" else [args.name]
+    device = _check_device(args.device)  # every demonstration, even one that runs on the CPU
+    _check_cifar10(args)
     config = DemoConfig(mode="full" if args.full else "quick", dataset=args.dataset,
-                        device=args.device, seed=args.seed, out=args.out,
+                        device=device, seed=args.seed, out=args.out,
                         data_dir=args.data_dir, progress=not args.no_progress)
+    _check_writable(config.out)
     start = time.perf_counter()
     for name in names:
         print(f"== demo {name} ({config.mode}, {config.dataset}, {config.device})", flush=True)
@@ -190,7 +270,7 @@ def export(args) -> int:
 
     import numpy as np
 
-    from minires import interop, models
+    from minires import interop, models, serialization
 
     out = Path(args.out)
     suffix = {"torch": ".pt", "onnx": ".onnx", "safetensors": ".safetensors"}[args.to]
@@ -199,13 +279,13 @@ def export(args) -> int:
     if args.width is not None and args.width < 1 or (args.input_size or 1) < 1:
         raise _CommandError("--width and --input-size must be at least 1")
     try:
-        state = interop.read_state_dict(args.weights)
+        state = serialization.load_state_dict(args.weights)
         model = interop.model_for_state_dict(args.model, state, args.width)
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as err:
+    except (OSError, ValueError, TypeError, ImportError) as err:
         raise _CommandError(f"cannot load {args.weights} as {args.model}: {err}") from err
     try:
         if args.to == "safetensors":
-            interop.write_state_dict(model.state_dict(), out)
+            serialization.save(model.state_dict(), out)
             usage = "minires.load / safetensors.torch.load_file"
         elif args.to == "onnx":
             channels = model.conv1.in_channels
@@ -244,7 +324,8 @@ def main(argv=None) -> int:
         "train", help="train a model with the paper's CIFAR recipe",
         description="Train with SGD (momentum 0.9, weight decay 1e-4), the learning rate "
         "divided by 10 at 50% and 75% of training; write history.json, history.csv and "
-        "checkpoint.pkl into --out after every epoch.")
+        f"{CHECKPOINT_NAME} (safetensors + JSON; never a pickle) into --out after every "
+        "epoch.")
     fit.add_argument("--model", required=True, help="e.g. resnet20, plain20, resnet56")
     fit.add_argument("--epochs", type=int, required=True,
                      help="total epochs; with --resume, train on up to this epoch (the "
@@ -332,11 +413,20 @@ def main(argv=None) -> int:
     convert.set_defaults(run=export)
 
     args = parser.parse_args(argv)
+    from minires.train import TrainingDiverged
+
     try:
         return args.run(args)
     except _CommandError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:  # not a mistake in the command line: exit code 1
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; the files in --out hold the last completed epoch",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

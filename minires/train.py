@@ -4,9 +4,9 @@
 
     optimizer, scheduler = paper_cifar_recipe(model, len(train_loader), epochs=164)
     trainer = Trainer(model, optimizer, train_loader, test_loader, scheduler=scheduler,
-                      scheduler_interval="step", checkpoint_path="run/checkpoint.pkl",
+                      scheduler_interval="step", checkpoint_path="run/checkpoint.safetensors",
                       history_path="run/history.json")
-    history = trainer.fit(164)         # or trainer.fit(164, resume_from="run/checkpoint.pkl")
+    history = trainer.fit(164)  # or fit(164, resume_from="run/checkpoint.safetensors")
     history["test_error"]              # one value per epoch
 
 **What the curves measure.**  The training loss and error of an epoch are those of the
@@ -24,6 +24,9 @@ buffers), the scheduler's step count, minires's random generator and the data lo
 positions.  Resuming from it and training to epoch N gives *exactly* the numbers and weights
 of an uninterrupted N-epoch run (CuPy's own generator, used only by dropout on the GPU, is not
 saved).
+
+**Checkpoint files** are safetensors (see :mod:`minires.serialization`): the arrays as
+tensors, everything else as JSON in the header; loading one never runs code.
 """
 
 from __future__ import annotations
@@ -279,8 +282,9 @@ class Trainer:
         scheduler_interval: ``"epoch"`` (step the scheduler after each epoch) or ``"step"``
             (after each iteration, as the paper's recipe does).
         device: ``"cpu"`` or ``"cuda"``; batches are moved with ``backend.to_device``.
-        checkpoint_path: when set, a pickled checkpoint is written there atomically at the
-            end of every epoch (see :meth:`checkpoint`).
+        checkpoint_path: when set, a checkpoint (safetensors + JSON, conventionally
+            ``checkpoint.safetensors``) is written there atomically at the end of every
+            epoch (see :meth:`checkpoint`).
         history_path: when set, the history is written after every epoch as JSON to this
             path with suffix ``.json`` and as CSV with suffix ``.csv``.
         progress: ``True``: a tqdm bar over each epoch's batches (postfix: loss, error, lr)
@@ -303,9 +307,12 @@ class Trainer:
                              f"{scheduler_interval!r}")
         if scheduler is not None and getattr(scheduler, "optimizer", optimizer) is not optimizer:
             raise ValueError("the scheduler belongs to a different optimizer than the trainer's")
-        if checkpoint_path is not None and Path(checkpoint_path).suffix == ".npz":
-            raise ValueError(f"checkpoint_path {checkpoint_path} ends in .npz, which holds only "
-                             "a flat state dict; use a .pkl path for a training checkpoint")
+        suffix = None if checkpoint_path is None else Path(checkpoint_path).suffix
+        if suffix == ".npz" or suffix in serialization.PICKLE_SUFFIXES:
+            raise ValueError(f"checkpoint_path {checkpoint_path} ends in {suffix}; use a "
+                             ".safetensors path (a training checkpoint is saved as safetensors "
+                             "+ JSON; .npz holds only a flat state dict, and minires writes no "
+                             "pickles)")
         if progress not in (True, False, None):
             raise ValueError(f"progress must be True, False or None, got {progress!r}")
         self.device = backend.check_device(device)

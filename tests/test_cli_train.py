@@ -20,7 +20,8 @@ SMOKE = ["train", "--model", "resnet20", "--width", "4", "--limit-batches", "3",
 def test_train_writes_files_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(SMOKE + ["--epochs", "1", "--out", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {"history.json", "history.csv", "checkpoint.pkl"}
+    assert {p.name for p in out.iterdir()} == {"history.json", "history.csv",
+                                               "checkpoint.safetensors"}
     printed = capsys.readouterr().out
     assert "final (epoch 1): train error" in printed and "test error" in printed
     assert len(json.loads((out / "history.json").read_text())) == 1
@@ -33,7 +34,7 @@ def test_train_writes_files_and_resumes(tmp_path, capsys):
     assert "resumed from" in capsys.readouterr().out
     records = json.loads((out / "history.json").read_text())
     assert [r["epoch"] for r in records] == [1, 2] and records[1]["iterations"] == 6
-    checkpoint = serialization.load(out / "checkpoint.pkl")
+    checkpoint = serialization.load(out / "checkpoint.safetensors")
     assert checkpoint["epoch"] == 2 and checkpoint["config"]["model"] == "resnet20"
     assert (out / "history.csv").read_text().count("\n") == 3  # header + 2 rows
 

@@ -1,4 +1,11 @@
-"""CIFAR-10 loading from a tiny fake `cifar-10-batches-py`, and the download path (no network)."""
+"""CIFAR-10 loading from tiny fake `cifar-10-batches-py` / `-bin` folders, hostile files, and
+the download path (no network).
+
+The fakes are not the official files, so by default they would be refused by md5: an autouse
+fixture registers each fake's md5 in ``CIFAR10_FILE_MD5`` (the default path, verification
+included, is what runs), and tests that tamper with a file say ``verify_md5=False`` when
+they test the parser behind the md5 check.
+"""
 
 import hashlib
 import io
@@ -20,6 +27,7 @@ from minires.data.cifar import (
     download_cifar10,
     load_cifar10,
 )
+from tests.hostile_files import PlantedCommand
 
 PER_FILE = 20
 NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -35,8 +43,14 @@ def fake_batch(seed, n=PER_FILE):
     }
 
 
-def write_batch(path, batch, protocol=2):
+OFFICIAL_MD5 = dict(cifar.CIFAR10_FILE_MD5)
+
+
+def write_batch(path, batch, protocol=2, register=False):
+    """Pickle ``batch`` to ``path``; with ``register``, accept its md5 as official."""
     path.write_bytes(pickle.dumps(batch, protocol=protocol))
+    if register:
+        cifar.CIFAR10_FILE_MD5[path.name] = hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def make_fake_cifar(parent, names=NAMES):
@@ -46,7 +60,7 @@ def make_fake_cifar(parent, names=NAMES):
     batches = {}
     for i, name in enumerate(names):
         batches[name] = fake_batch(i)
-        write_batch(folder / name, batches[name], protocol=2 if i % 2 else 5)
+        write_batch(folder / name, batches[name], protocol=2 if i % 2 else 5, register=True)
     return batches
 
 
@@ -54,6 +68,7 @@ def make_fake_cifar(parent, names=NAMES):
 def no_env(monkeypatch, tmp_path):
     monkeypatch.delenv(CIFAR10_ENV_VAR, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cifar, "CIFAR10_FILE_MD5", {})  # filled by make_fake_cifar
 
 
 @pytest.fixture
@@ -159,7 +174,7 @@ def test_missing_single_file(fake_root):
 def test_corrupted_file_gives_clear_error(fake_root, corrupt, message):
     root, batches = fake_root
     path = root / CIFAR10_FOLDER / "data_batch_3"
-    write_batch(path, corrupt(batches["data_batch_3"]))
+    write_batch(path, corrupt(batches["data_batch_3"]), register=True)
     with pytest.raises(ValueError, match=message) as info:
         load_cifar10(root)
     assert "data_batch_3" in str(info.value) and "corrupted" in str(info.value)
@@ -169,28 +184,144 @@ def test_truncated_file(fake_root):
     root, _ = fake_root
     path = root / CIFAR10_FOLDER / "test_batch"
     path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(ValueError, match="test_batch is corrupted or not the official file"):
+        load_cifar10(root, "test")
+    with pytest.raises(ValueError, match="test_batch is not a readable CIFAR-10 pickle"):
+        load_cifar10(root, "test", verify_md5=False)
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_planted_command_never_runs(fake_root, tmp_path, protocol):
+    root, _ = fake_root
+    marker = tmp_path / "pwned"
+    path = root / CIFAR10_FOLDER / "test_batch"
+    write_batch(path, {b"data": PlantedCommand(marker), b"labels": []}, protocol=protocol)
+    with pytest.raises(ValueError, match="md5"):  # the default: not the official file
+        load_cifar10(root, "test")
+    # Even unverified, the file is decoded, never executed: the global is refused.
+    with pytest.raises(ValueError, match=r"refusing (posix|os|nt)\.system"):
+        load_cifar10(root, "test", verify_md5=False)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("array", [
+    np.array([1, "forged pointer"], dtype=object),  # what made the restricted unpickler crash
+    np.zeros((2, 3072), dtype=[("a", "u1"), ("b", "O")]),  # an object hidden in a field
+    np.zeros((2, 3072), dtype="V1"),
+])
+def test_forged_dtypes_are_refused(fake_root, array):
+    root, batches = fake_root
+    path = root / CIFAR10_FOLDER / "test_batch"
+    write_batch(path, {**batches["test_batch"], b"data": array}, register=True)
     with pytest.raises(ValueError, match="test_batch is not a readable CIFAR-10 pickle"):
         load_cifar10(root, "test")
 
 
-class _Evil:
-    def __reduce__(self):
-        return (print, ("this must never run",))
+def test_random_corruptions_give_value_error(fake_root):
+    # Flip bytes anywhere in a pickle (verification off): always a result or a ValueError,
+    # never another exception or a crash.
+    root, batches = fake_root
+    path = root / CIFAR10_FOLDER / "test_batch"
+    good = pickle.dumps(batches["test_batch"], protocol=2)
+    rng = np.random.default_rng(0)
+    outcomes = {"loaded": 0, "refused": 0}
+    positions = np.concatenate([np.arange(200), rng.integers(0, len(good), 100)])
+    for position in positions:
+        blob = bytearray(good)
+        blob[position] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(blob))
+        try:
+            load_cifar10(root, "test", verify_md5=False)
+            outcomes["loaded"] += 1
+        except ValueError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 50 and sum(outcomes.values()) == len(positions)
 
 
-def test_pickle_cannot_run_code(fake_root, capsys):
+def test_md5_checked_by_default(fake_root, monkeypatch):
     root, _ = fake_root
-    write_batch(root / CIFAR10_FOLDER / "test_batch", {b"data": _Evil(), b"labels": []})
-    with pytest.raises(ValueError, match=r"refusing to load (__builtin__|builtins)\.print"):
-        load_cifar10(root, "test")
-    assert "never run" not in capsys.readouterr().out
-
-
-def test_md5_only_when_asked(fake_root):
-    root, _ = fake_root
-    load_cifar10(root, "test")
+    monkeypatch.setattr(cifar, "CIFAR10_FILE_MD5", OFFICIAL_MD5)  # the real table
     with pytest.raises(ValueError, match="md5.*40351d587109b95175f43aff81a1287e"):
-        load_cifar10(root, "test", verify_md5=True)
+        load_cifar10(root, "test")
+    with pytest.raises(ValueError, match="not the official file"):
+        cifar.check_cifar10(root)
+    load_cifar10(root, "test", verify_md5=False)
+
+
+def test_official_md5_table():
+    # The published md5 of each file of cifar-10-python.tar.gz (as torchvision lists them).
+    assert OFFICIAL_MD5 == {
+        "data_batch_1": "c99cafc152244af753f735de768cd75f",
+        "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+        "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+        "data_batch_4": "634d18415352ddfa80567beed471001a",
+        "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        "test_batch": "40351d587109b95175f43aff81a1287e",
+    }
+
+
+def test_check_cifar10(fake_root, tmp_path):
+    root, _ = fake_root
+    assert cifar.check_cifar10(root) == root / CIFAR10_FOLDER
+    with pytest.raises(FileNotFoundError, match="CIFAR-10 not found"):
+        cifar.check_cifar10(tmp_path / "nowhere")
+    (root / CIFAR10_FOLDER / "data_batch_2").write_bytes(b"tampered")
+    cifar.check_cifar10(root, splits=("test",))
+    with pytest.raises(ValueError, match="data_batch_2 is corrupted or not the official"):
+        cifar.check_cifar10(root)
+
+
+# --------------------------------------------------------------------------- binary version
+
+
+def make_fake_binary(parent, records=PER_FILE):
+    """parent/cifar-10-batches-bin with ``records`` records per file; returns the batches."""
+    folder = parent / cifar.CIFAR10_BIN_FOLDER
+    folder.mkdir(parents=True)
+    batches = {}
+    for i, name in enumerate(cifar.CIFAR10_BIN_TRAIN_FILES + cifar.CIFAR10_BIN_TEST_FILES):
+        batch = fake_batch(i, records)
+        labels = np.array(batch[b"labels"], dtype=np.uint8)[:, None]
+        (folder / name).write_bytes(np.hstack([labels, batch[b"data"]]).tobytes())
+        batches[name] = batch
+    return batches
+
+
+def test_binary_version(tmp_path):
+    root = tmp_path / "data"
+    batches = make_fake_binary(root)
+    # The fakes are not 30,730,000 bytes: by default they are refused.
+    with pytest.raises(ValueError, match="30730000"):
+        load_cifar10(root, "test")
+    x, y = load_cifar10(root, "train", normalize=False, verify_md5=False)
+    assert x.shape == (5 * PER_FILE, 3, 32, 32) and y.dtype == np.int64
+    np.testing.assert_array_equal(y[:PER_FILE], batches["data_batch_1.bin"][b"labels"])
+    first = batches["data_batch_1.bin"][b"data"][0]
+    np.testing.assert_allclose(x[0, 1], first[1024:2048].reshape(32, 32) / 255, rtol=1e-6)
+    # Same images as the python version of the same batches.
+    make_fake_cifar(tmp_path / "py")
+    xp, yp = load_cifar10(tmp_path / "py", "train", normalize=False)
+    np.testing.assert_array_equal(x, xp)
+    np.testing.assert_array_equal(y, yp)
+
+
+def test_binary_version_is_preferred_and_checked(tmp_path):
+    root = tmp_path / "data"
+    make_fake_cifar(root)
+    make_fake_binary(root, records=3)
+    _, y = load_cifar10(root, "test", verify_md5=False)
+    assert y.shape == (3,)  # read from cifar-10-batches-bin
+    path = root / cifar.CIFAR10_BIN_FOLDER / "test_batch.bin"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(ValueError, match="not a whole number of 3073-byte records"):
+        load_cifar10(root, "test", verify_md5=False)
+    labels = np.full((2, 1), 12, np.uint8)
+    path.write_bytes(np.hstack([labels, np.zeros((2, 3072), np.uint8)]).tobytes())
+    with pytest.raises(ValueError, match="labels range"):
+        load_cifar10(root, "test", verify_md5=False)
+    (root / cifar.CIFAR10_BIN_FOLDER / "data_batch_2.bin").unlink()
+    with pytest.raises(FileNotFoundError, match="data_batch_2.bin"):
+        load_cifar10(root, "train", verify_md5=False)
 
 
 # --------------------------------------------------------------------------- download
@@ -278,6 +409,6 @@ def test_reads_pickles_written_by_numpy_1(fake_root, recwarn):
     assert b"numpy._core.multiarray\n_reconstruct" in blob
     blob = blob.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
     (root / CIFAR10_FOLDER / "test_batch").write_bytes(blob)
-    x, y = load_cifar10(root, "test", normalize=False)
+    x, y = load_cifar10(root, "test", normalize=False, verify_md5=False)
     np.testing.assert_array_equal(y, batches["test_batch"][b"labels"])
     assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]

@@ -76,7 +76,7 @@ def test_tiny_degradation_outputs(tiny_run):
     assert "train mode" in section and "eval mode" in section
     assert "degradation" in (out / "report.md").read_text()
     # every net came from the shared cache or was trained once
-    assert len(list((out / "cache").glob("*.pkl"))) >= 4
+    assert len(list((out / "cache").glob("*.safetensors"))) >= 4
 
 
 def test_seeds_and_smoothing():

@@ -7,6 +7,7 @@ import pytest
 import minires
 from minires import interop, models
 from minires.__main__ import main
+from minires.serialization import load_state_dict
 from tests.interop_models import build
 
 
@@ -14,7 +15,7 @@ from tests.interop_models import build
 def weights(tmp_path):
     """A resnet20 for MNIST (1 channel, width 4) with random BN statistics, saved."""
     model = build(lambda: models.resnet20(widths=(4, 8, 16), in_channels=1), np.float32)
-    return model, interop.write_state_dict(model.state_dict(), tmp_path / "w.safetensors")
+    return model, minires.save(model.state_dict(), tmp_path / "w.safetensors")
 
 
 def run(argv, capsys):
@@ -29,7 +30,7 @@ def test_export_to_safetensors_keeps_every_tensor(weights, tmp_path, capsys):
     code, stdout, _ = run([str(path), "--model", "resnet20", "--to", "safetensors",
                            "--out", str(out)], capsys)
     assert code == 0 and f"wrote {out}" in stdout
-    copy = interop.read_state_dict(out)
+    copy = load_state_dict(out)
     original = model.state_dict()
     assert set(copy) == set(original)  # safetensors stores keys sorted
     for key, value in original.items():
@@ -71,13 +72,13 @@ def test_export_to_onnx_runs(weights, tmp_path, capsys):
 
 def test_export_of_an_imagenet_model(weights, tmp_path, capsys):
     model = models.ResNet("basic", (1, 1, 1, 1), num_classes=7)
-    path = interop.write_state_dict(model.state_dict(), tmp_path / "r.safetensors")
+    path = minires.save(model.state_dict(), tmp_path / "r.safetensors")
     # resnet18's layout has 2 blocks per stage: these weights do not fit it
     code, _, stderr = run([str(path), "--model", "resnet18", "--to", "safetensors",
                            "--out", str(tmp_path / "o.safetensors")], capsys)
     assert code == 2 and "missing: layer1.1.conv1.weight" in stderr
     full = models.resnet18(num_classes=7)
-    path = interop.write_state_dict(full.state_dict(), tmp_path / "r18.safetensors")
+    path = minires.save(full.state_dict(), tmp_path / "r18.safetensors")
     code, stdout, _ = run([str(path), "--model", "resnet18", "--to", "safetensors",
                            "--out", str(tmp_path / "o.safetensors")], capsys)
     assert code == 0 and "11,180,103 parameters" in stdout  # 11.7M with 1000 classes
@@ -89,15 +90,15 @@ def test_export_of_an_imagenet_model(weights, tmp_path, capsys):
     (["--width", "8"], "the weights have width 4"),
     (["--model", "resnet18", "--width", "4"], "fixed widths; drop --width"),
     (["--out", "model.onnx"], "--to safetensors writes a .safetensors file"),
-    (["--weights", "missing.safetensors"], "no weights file at"),
-    (["--weights", "model.pkl"], "minires never loads pickles"),
+    (["--weights", "missing.safetensors"], "no checkpoint at"),
+    (["--weights", "model.pkl"], "minires no longer reads pickles"),
     (["--weights", "other.safetensors"], "no 'conv1.weight' of a ResNet"),
-    (["--weights", "garbage.safetensors"], "not a readable safetensors file"),
+    (["--weights", "garbage.safetensors"], "is not a file minires.save wrote"),
 ])
 def test_bad_inputs_are_errors_with_exit_2(weights, tmp_path, capsys, change, message):
     _, path = weights
     (tmp_path / "model.pkl").write_bytes(b"\x80\x04K\x01.")
-    interop.write_state_dict({"weight": np.zeros(3, np.float32)}, tmp_path / "other.safetensors")
+    minires.save({"weight": np.zeros(3, np.float32)}, tmp_path / "other.safetensors")
     (tmp_path / "garbage.safetensors").write_bytes(b"not safetensors at all")
     argv = {"--weights": str(path), "--model": "resnet20", "--to": "safetensors",
             "--out": str(tmp_path / "out.safetensors")}
@@ -109,3 +110,19 @@ def test_bad_inputs_are_errors_with_exit_2(weights, tmp_path, capsys, change, me
     assert stderr.startswith("error: ") and message in stderr, stderr
     assert "Traceback" not in stderr
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_export_reads_a_training_checkpoint(tmp_path, capsys):
+    """The checkpoint.safetensors that `minires train` writes holds the model's weights."""
+    run_dir = tmp_path / "run"
+    assert main(["train", "--model", "plain20", "--epochs", "1", "--width", "4",
+                 "--batch-size", "16", "--limit-batches", "2", "--no-progress",
+                 "--out", str(run_dir)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "plain20.safetensors"
+    code, stdout, stderr = run([str(run_dir / "checkpoint.safetensors"), "--model", "plain20",
+                                "--to", "safetensors", "--out", str(out)], capsys)
+    assert code == 0, stderr
+    state = load_state_dict(out)
+    assert state["conv1.weight"].shape == (4, 1, 3, 3)  # MNIST, width 4: read off the weights
+    assert int(state["bn1.num_batches_tracked"]) == 2  # trained: 2 steps

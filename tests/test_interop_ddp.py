@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from minires import interop
+from minires.serialization import load_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "ddp_train.py"
@@ -48,7 +49,7 @@ def test_two_ranks_end_with_identical_weights(torch, tmp_path):
     losses = [float(v) for v in re.findall(r"step \d+: loss ([\d.]+)", result.stdout)]
     assert len(losses) == 2 and all(np.isfinite(losses))
 
-    state = interop.read_state_dict(out)  # back in minires: strict load, same digest
+    state = load_state_dict(out)  # back in minires: strict load, same digest
     model = interop.model_for_state_dict("resnet20", state)
     assert load_example().weights_digest(model.state_dict())[:16] == ranks["0"]
     assert int(state["bn1.num_batches_tracked"]) == 3
@@ -57,5 +58,5 @@ def test_two_ranks_end_with_identical_weights(torch, tmp_path):
 def test_bad_checkpoint_is_an_error_before_any_process_starts(tmp_path):
     result = run_example("--checkpoint", str(tmp_path / "none.safetensors"), timeout=120)
     assert result.returncode == 2
-    assert result.stderr.startswith("error: ") and "no weights file" in result.stderr
+    assert result.stderr.startswith("error: ") and "no checkpoint at" in result.stderr
     assert "Traceback" not in result.stderr

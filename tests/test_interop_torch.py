@@ -233,7 +233,7 @@ def test_safetensors_file_loads_into_torch_strictly(torch, tmp_path):
     safetensors_torch = pytest.importorskip("safetensors.torch")
     resnet18 = lambda: models.resnet18(num_classes=10)  # noqa: E731
     ours = build(resnet18, np.float32)
-    path = interop.write_state_dict(ours.state_dict(), tmp_path / "resnet18.safetensors")
+    path = minires.save(ours.state_dict(), tmp_path / "resnet18.safetensors")
     loaded = safetensors_torch.load_file(str(path))
     assert loaded["layer1.0.bn1.num_batches_tracked"].dtype == torch.int64
     assert "layer2.0.downsample.0.weight" in loaded and "layer1.0.downsample.0.weight" \

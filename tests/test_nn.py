@@ -127,10 +127,10 @@ def test_save_load_npz_is_atomic(tmp_path, monkeypatch):
         serialization.load(tmp_path / "missing.npz")
 
 
-def test_save_load_pickled_checkpoint(tmp_path):
+def test_save_load_nested_checkpoint(tmp_path):
     checkpoint = {"epoch": 3, "model": TinyNet().state_dict(), "history": [1.0, 0.5]}
-    serialization.save(checkpoint, tmp_path / "ckpt.pkl")
-    loaded = serialization.load(tmp_path / "ckpt.pkl")
+    serialization.save(checkpoint, tmp_path / "ckpt.safetensors")
+    loaded = serialization.load(tmp_path / "ckpt.safetensors")
     assert loaded["epoch"] == 3 and loaded["history"] == [1.0, 0.5]
     with pytest.raises(TypeError, match="flat"):
         serialization.save(checkpoint, tmp_path / "ckpt.npz")

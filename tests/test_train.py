@@ -11,6 +11,7 @@ from minires.data import DataLoader, make_blobs_images
 from minires.functional import cross_entropy
 from minires.optim import SGD, MultiStepLR
 from minires.train import History, Trainer, TrainingDiverged, evaluate, paper_cifar_recipe
+from tests.same_check import assert_same
 
 
 def tiny_net(channels=3, classes=4, width=8):
@@ -29,7 +30,7 @@ def make_run(tmp_path=None, lr=0.05, seed=0, progress=None, scheduler=True, **kw
     sched = MultiStepLR(optimizer, milestones=[2], gamma=0.5) if scheduler else None
     paths = {}
     if tmp_path is not None:
-        paths = dict(checkpoint_path=tmp_path / "checkpoint.pkl",
+        paths = dict(checkpoint_path=tmp_path / "checkpoint.safetensors",
                      history_path=tmp_path / "history.json")
     return Trainer(model, optimizer, DataLoader((x, y), 32, shuffle=True),
                    DataLoader((xt, yt), 48), scheduler=sched, progress=progress,
@@ -79,21 +80,50 @@ def test_resume_is_exactly_an_uninterrupted_run(tmp_path):
     minires.manual_seed(123)
     resumed = make_run(tmp_path, seed=99)
     minires.manual_seed(456)
-    history = resumed.fit(3, resume_from=tmp_path / "checkpoint.pkl")
+    history = resumed.fit(3, resume_from=tmp_path / "checkpoint.safetensors")
 
     assert history.without_timing() == expected.without_timing()
     for (name, a), (_, b) in zip(full.model.state_dict().items(),
                                  resumed.model.state_dict().items(), strict=True):
         assert np.array_equal(a, b), name
     assert backend.get_rng_state() == expected_rng
-    saved = serialization.load(tmp_path / "checkpoint.pkl")
+    saved = serialization.load(tmp_path / "checkpoint.safetensors")
     assert saved["epoch"] == 3 and len(saved["history"]) == 3
+
+
+def test_checkpoint_file_round_trips_every_state_exactly(tmp_path):
+    # The paper recipe with warm-up: SequentialLR of LinearLR and MultiStepLR, momentum
+    # buffers, PCG64 states (128-bit integers) of minires's and the loaders' generators.
+    pytest.importorskip("safetensors", reason="checkpoints are safetensors files")
+    trainer = make_run(tmp_path)
+    trainer.scheduler = None
+    trainer.optimizer, trainer.scheduler = paper_cifar_recipe(trainer.model, 6, 4,
+                                                              warmup_epochs=1)
+    trainer.scheduler_interval = "step"
+    trainer.fit(2)
+    in_memory = trainer.checkpoint()
+    on_disk = serialization.load(tmp_path / "checkpoint.safetensors")
+    assert_same(in_memory, on_disk)
+    assert on_disk["epoch"] == 2 and isinstance(on_disk["optimizer"]["state"], dict)
+    assert all(type(k) is int for k in on_disk["optimizer"]["state"])
+    assert serialization.load_state_dict(tmp_path / "checkpoint.safetensors").keys() == \
+        trainer.model.state_dict().keys()
+
+
+def test_resume_refuses_other_files(tmp_path):
+    trainer = make_run(tmp_path)
+    serialization.save(trainer.model.state_dict(), tmp_path / "weights.safetensors")
+    with pytest.raises(ValueError, match="not a minires training checkpoint"):
+        trainer.resume(tmp_path / "weights.safetensors")
+    (tmp_path / "checkpoint.pkl").write_bytes(b"\x80\x04K\x01.")  # pickle.dumps(1)
+    with pytest.raises(ValueError, match="is a pickle file"):
+        trainer.resume(tmp_path / "checkpoint.pkl")
 
 
 def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path):
     trainer = make_run(tmp_path)
     trainer.fit(1)
-    good = serialization.load(tmp_path / "checkpoint.pkl")
+    good = serialization.load(tmp_path / "checkpoint.safetensors")
     calls = []
 
     def nan_after_two_steps(logits, target):
@@ -106,8 +136,8 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path):
         trainer.fit(2)
     assert info.value.epoch == 2 and info.value.step == 3
     assert np.isnan(info.value.losses[-1]) and len(info.value.losses) == 3
-    assert str(tmp_path / "checkpoint.pkl") in str(info.value)
-    on_disk = serialization.load(tmp_path / "checkpoint.pkl")
+    assert str(tmp_path / "checkpoint.safetensors") in str(info.value)
+    on_disk = serialization.load(tmp_path / "checkpoint.safetensors")
     assert on_disk["epoch"] == 1
     for key, value in good["model"].items():
         assert np.array_equal(on_disk["model"][key], value)
@@ -119,7 +149,7 @@ def test_huge_learning_rate_diverges(tmp_path):
     trainer = make_run(tmp_path, lr=1e10, scheduler=False)
     with pytest.raises(TrainingDiverged, match="diverged at"):
         trainer.fit(2)
-    assert not (tmp_path / "checkpoint.pkl").exists()
+    assert not (tmp_path / "checkpoint.safetensors").exists()
 
 
 def test_evaluate_restores_modes():
@@ -215,5 +245,6 @@ def test_bad_arguments():
     loader = DataLoader(make_blobs_images(8, size=8), 4)
     with pytest.raises(ValueError, match="scheduler_interval"):
         Trainer(model, optimizer, loader, scheduler_interval="batch")
-    with pytest.raises(ValueError, match=".pkl"):
-        Trainer(model, optimizer, loader, checkpoint_path="x.npz")
+    for bad in ("x.npz", "x.pkl", "x.pt"):
+        with pytest.raises(ValueError, match=r"use a \.safetensors path"):
+            Trainer(model, optimizer, loader, checkpoint_path=bad)

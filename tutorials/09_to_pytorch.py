@@ -172,7 +172,7 @@ if HAVE_TORCH:
 # keys, and `python -m minires export` converts such a file to a torch `.pt` or `.onnx`.
 
 # %%
-path = interop.write_state_dict(model.state_dict(), OUT / "resnet20.safetensors")
+path = minires.save(model.state_dict(), OUT / "resnet20.safetensors")
 print(f"saved {path.name}: {path.stat().st_size:,} bytes")
 if HAVE_TORCH:
     from safetensors.torch import load_file

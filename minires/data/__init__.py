@@ -1,7 +1,8 @@
 """Datasets, batching and augmentation.
 
 * :func:`load_mnist` - 5,000 real MNIST digits shipped inside minires (works offline).
-* :func:`load_cifar10` - CIFAR-10 from the standard pickle files (or ``download=True``).
+* :func:`load_cifar10` - CIFAR-10 from the official binary or python files (md5-checked, never
+  unpickled; or ``download=True``).
 * :func:`make_blobs_images` - a tiny synthetic image dataset for tests and demos.
 * :class:`DataLoader`, :class:`ArrayDataset` - shuffled, resumable mini-batches.
 * :class:`Normalize`, :class:`RandomCrop`, :class:`RandomHorizontalFlip`, :class:`Compose`
@@ -13,6 +14,7 @@ from minires.data.cifar import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     CIFAR10_URL,
+    check_cifar10,
     cifar10_dir,
     download_cifar10,
     load_cifar10,
@@ -37,6 +39,7 @@ __all__ = [
     "Normalize",
     "RandomCrop",
     "RandomHorizontalFlip",
+    "check_cifar10",
     "cifar10_dir",
     "download_cifar10",
     "load_cifar10",

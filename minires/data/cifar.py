@@ -1,26 +1,33 @@
-"""CIFAR-10, read from the standard ``cifar-10-batches-py`` pickle files.
+"""CIFAR-10, read from the official binary or python files, with nothing executed.
 
 CIFAR-10 (Krizhevsky, 2009) is not shipped with minires (163 MB).  Put the extracted
-``cifar-10-batches-py`` folder (``data_batch_1`` .. ``data_batch_5``, ``test_batch``) in a
-directory and point minires at it, or let :func:`load_cifar10` fetch it with
-``download=True``.  Where minires looks, in order:
+``cifar-10-batches-bin`` folder (``data_batch_1.bin`` .. ``data_batch_5.bin``,
+``test_batch.bin``; the "binary version") or ``cifar-10-batches-py`` folder (``data_batch_1``
+.. ``data_batch_5``, ``test_batch``; the "python version") in a directory and point minires
+at it, or let :func:`load_cifar10` fetch the python version with ``download=True``.  Where
+minires looks, in order:
 
 1. the ``root`` argument;
 2. the environment variable ``MINIRES_CIFAR10``;
 3. ``~/.minires/data``.
 
-Each may name the directory that *contains* ``cifar-10-batches-py`` or that folder itself.
+Each may name the directory that *contains* the folder or that folder itself; with both
+versions present the binary one is read.
 
-The batch files are Python pickles.  They are read with a restricted unpickler that only
-rebuilds NumPy arrays, lists, dicts and bytes, so a tampered file cannot run code.
+**A file cannot be turned against the loader.**  The binary version is 10,000 records of
+1 label byte + 3,072 pixel bytes per file, read with ``np.frombuffer``: there is nothing to
+execute.  The python version's files are pickles, and are never unpickled: by default each
+file's md5 must first equal the official one (``CIFAR10_FILE_MD5``, as torchvision lists
+them), and then :func:`minires.data.cifar_pickle.parse_batch` decodes the opcodes without
+executing them, building only bytes, lists, dicts and arrays of plain numeric dtypes.  The
+dataset's authors publish no per-file md5 of the binary version (only of its archive,
+``CIFAR10_BIN_TAR_MD5``), so its files are verified by their exact size and label range.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
-import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from minires.backend import get_default_dtype
+from minires.data.cifar_pickle import parse_batch
 
 CIFAR10_ENV_VAR = "MINIRES_CIFAR10"
 CIFAR10_DEFAULT_ROOT = "~/.minires/data"
@@ -36,7 +44,14 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_TAR_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_FILES = ("test_batch",)
-#: md5 of the files in the official archive (checked when ``verify_md5=True``).
+CIFAR10_BIN_FOLDER = "cifar-10-batches-bin"
+CIFAR10_BIN_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+CIFAR10_BIN_TAR_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+CIFAR10_BIN_TRAIN_FILES = tuple(f"{name}.bin" for name in CIFAR10_TRAIN_FILES)
+CIFAR10_BIN_TEST_FILES = ("test_batch.bin",)
+#: Size of each official binary batch file: 10,000 records of 1 + 3,072 bytes.
+CIFAR10_BIN_FILE_SIZE = 10_000 * (1 + 3 * 32 * 32)
+#: md5 of the python version's files in the official archive (checked by default).
 CIFAR10_FILE_MD5 = {
     "data_batch_1": "c99cafc152244af753f735de768cd75f",
     "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
@@ -76,18 +91,35 @@ def _base_dir(root) -> tuple[Path, str]:
 
 
 def _find_folder(base: Path) -> Path | None:
-    """``base/cifar-10-batches-py`` if it exists, else ``base`` if it holds batch files."""
-    nested = base / CIFAR10_FOLDER
-    if nested.is_dir():
-        return nested
-    all_files = CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES
+    """``base/cifar-10-batches-bin`` or ``base/cifar-10-batches-py`` if it exists, else
+    ``base`` if it holds batch files of either version."""
+    for folder in (CIFAR10_BIN_FOLDER, CIFAR10_FOLDER):
+        if (base / folder).is_dir():
+            return base / folder
+    all_files = (CIFAR10_BIN_TRAIN_FILES + CIFAR10_BIN_TEST_FILES + CIFAR10_TRAIN_FILES
+                 + CIFAR10_TEST_FILES)
     if base.is_dir() and any((base / name).is_file() for name in all_files):
         return base
     return None
 
 
+def _is_binary(folder: Path) -> bool:
+    """Whether ``folder`` holds the binary version (``*.bin`` files)."""
+    if folder.name == CIFAR10_BIN_FOLDER:
+        return True
+    if folder.name == CIFAR10_FOLDER:
+        return False
+    return any((folder / n).is_file() for n in CIFAR10_BIN_TRAIN_FILES + CIFAR10_BIN_TEST_FILES)
+
+
+def _split_files(folder: Path, split: str) -> tuple:
+    train, test = ((CIFAR10_BIN_TRAIN_FILES, CIFAR10_BIN_TEST_FILES) if _is_binary(folder)
+                   else (CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILES))
+    return train if split == "train" else test
+
+
 def cifar10_dir(root=None) -> Path:
-    """The ``cifar-10-batches-py`` folder minires would read, without reading it.
+    """The ``cifar-10-batches-bin`` / ``-py`` folder minires would read, without reading it.
 
     Resolves ``root`` / ``$MINIRES_CIFAR10`` / ``~/.minires/data`` as :func:`load_cifar10`
     does.  Raises FileNotFoundError, naming the paths searched, when there is none.
@@ -102,45 +134,19 @@ def cifar10_dir(root=None) -> Path:
 def _missing_message(base: Path, origin: str) -> str:
     parent = base.parent if base.name == CIFAR10_FOLDER else base
     return (
-        f"CIFAR-10 not found: looked for {base / CIFAR10_FOLDER} and in {base} "
+        f"CIFAR-10 not found: looked for {base / CIFAR10_BIN_FOLDER}, "
+        f"{base / CIFAR10_FOLDER} and in {base} "
         f"(from {origin}). Put the extracted '{CIFAR10_FOLDER}' folder (data_batch_1..5, "
         f"test_batch) in {parent}: download {CIFAR10_URL} (md5 {CIFAR10_TAR_MD5}) and run "
         f"`tar -xzf cifar-10-python.tar.gz -C {parent}`. Or point "
         f"${CIFAR10_ENV_VAR} or root= at the directory holding it, or call "
-        "load_cifar10(..., download=True) to fetch it (163 MB)."
+        "load_cifar10(..., download=True) to fetch it (163 MB). The binary version "
+        f"({CIFAR10_BIN_URL}, md5 {CIFAR10_BIN_TAR_MD5}, folder '{CIFAR10_BIN_FOLDER}') "
+        "works too."
     )
 
 
 # ------------------------------------------------------------------------ reading files
-
-
-class _BatchUnpickler(pickle.Unpickler):
-    """Unpickler that only rebuilds what a CIFAR-10 batch holds (NumPy arrays)."""
-
-    _ALLOWED = {
-        ("_codecs", "encode"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-    }
-
-    def find_class(self, module, name):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(
-                f"refusing to load {module}.{name}: a CIFAR-10 batch holds only NumPy "
-                "arrays, lists, dicts and bytes"
-            )
-        if module.startswith("numpy.core."):  # NumPy 1.x pickles; NumPy 2 renamed numpy.core
-            try:
-                return getattr(importlib.import_module("numpy._core" + module[10:]), name)
-            except (ImportError, AttributeError):
-                pass
-        return super().find_class(module, name)
 
 
 def _md5(path: Path) -> str:
@@ -151,29 +157,78 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_batch(path: Path, verify_md5: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _missing_file(path: Path) -> FileNotFoundError:
+    names = _split_files(path.parent, "train") + _split_files(path.parent, "test")
+    return FileNotFoundError(
+        f"CIFAR-10 batch file {path} is missing: the folder {path.parent} should hold "
+        f"{', '.join(names)} (from {CIFAR10_URL})")
+
+
+def _verify(path: Path) -> None:
+    """Refuse a file that is not the official one: md5 for the python version, exact size
+    for the binary one (whose per-file md5s are not published).  Reads no content."""
+    if not path.is_file():
+        raise _missing_file(path)
+    if path.suffix == ".bin":
+        size = path.stat().st_size
+        if path.name in CIFAR10_BIN_TRAIN_FILES + CIFAR10_BIN_TEST_FILES and \
+                size != CIFAR10_BIN_FILE_SIZE:
+            raise ValueError(
+                f"CIFAR-10 batch file {path} is corrupted or not the official file: "
+                f"{size} bytes, expected {CIFAR10_BIN_FILE_SIZE}; delete it and extract "
+                f"{CIFAR10_BIN_URL} (md5 {CIFAR10_BIN_TAR_MD5}) again")
+        return
+    expected = CIFAR10_FILE_MD5.get(path.name)
+    actual = _md5(path)
+    if actual != expected:
+        raise ValueError(
+            f"CIFAR-10 batch file {path} is corrupted or not the official file: md5 "
+            f"{actual}, expected {expected}; delete it and extract the archive again "
+            "(it is not read: only the official files are)")
+
+
+def check_cifar10(root=None, splits=CIFAR10_SPLITS) -> Path:
+    """Check, without reading their contents, that the CIFAR-10 files of ``splits`` are
+    there and official (md5 / size, as :func:`load_cifar10` does by default).
+
+    Returns the folder.  Raises FileNotFoundError (absent; says where minires looked) or
+    ValueError (a file that is not the official one).
+    """
+    folder = cifar10_dir(root)
+    for split in splits:
+        for name in _split_files(folder, split):
+            _verify(folder / name)
+    return folder
+
+
+def _read_binary_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One binary batch: records of 1 label byte + 3,072 pixel bytes, by np.frombuffer."""
+    raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    if raw.size == 0 or raw.size % (1 + _PIXELS):
+        raise ValueError(
+            f"CIFAR-10 batch file {path} is corrupted: {raw.size} bytes is not a whole number "
+            f"of {1 + _PIXELS}-byte records (1 label byte + {_PIXELS} pixel bytes); delete it "
+            "and extract the archive again")
+    records = raw.reshape(-1, 1 + _PIXELS)
+    return records[:, 1:], records[:, 0]
+
+
+def _read_batch(path: Path, verify_md5: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Read and check one batch file: (data uint8 (n, 3072), labels int64 (n,))."""
     if not path.is_file():
-        raise FileNotFoundError(
-            f"CIFAR-10 batch file {path} is missing: the folder {path.parent} should hold "
-            f"{', '.join(CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES)} (from {CIFAR10_URL})"
-        )
+        raise _missing_file(path)
     if verify_md5:
-        expected = CIFAR10_FILE_MD5.get(path.name)
-        actual = _md5(path)
-        if expected is not None and actual != expected:
+        _verify(path)
+    if path.suffix == ".bin":
+        batch = dict(zip((b"data", b"labels"), _read_binary_batch(path), strict=True))
+    else:
+        try:
+            batch = parse_batch(path.read_bytes())
+        except Exception as err:  # truncated, not a pickle, a forbidden object, ...
             raise ValueError(
-                f"CIFAR-10 batch file {path} is corrupted or not the official file: md5 "
-                f"{actual}, expected {expected}; delete it and extract the archive again"
-            )
-    try:
-        with open(path, "rb") as f:
-            batch = _BatchUnpickler(f, encoding="bytes").load()
-    except Exception as err:  # truncated file, not a pickle, forbidden object, ...
-        raise ValueError(
-            f"CIFAR-10 batch file {path} is not a readable CIFAR-10 pickle ({err}); "
-            "delete it and extract the archive again"
-        ) from err
+                f"CIFAR-10 batch file {path} is not a readable CIFAR-10 pickle ({err}); "
+                "delete it and extract the archive again"
+            ) from err
 
     def bad(what: str) -> ValueError:
         return ValueError(
@@ -211,12 +266,13 @@ def load_cifar10(
     normalize: bool = True,
     dtype=None,
     download: bool = False,
-    verify_md5: bool = False,
+    verify_md5: bool = True,
 ):
-    """Load CIFAR-10 from the ``cifar-10-batches-py`` pickle files.
+    """Load CIFAR-10 from the ``cifar-10-batches-bin`` or ``cifar-10-batches-py`` files.
 
     Args:
-        root: directory holding ``cifar-10-batches-py`` (or that folder itself); default
+        root: directory holding ``cifar-10-batches-bin`` or ``cifar-10-batches-py`` (or
+            that folder itself); default
             ``$MINIRES_CIFAR10``, else ``~/.minires/data``.
         split: ``"train"`` (data_batch_1..5, 50,000 images) or ``"test"`` (test_batch,
             10,000 images).
@@ -226,8 +282,10 @@ def load_cifar10(
             :func:`minires.backend.get_default_dtype`.
         download: when the files are absent, fetch and extract them (see
             :func:`download_cifar10`).
-        verify_md5: also check each file's md5 against the official archive's (off by
-            default: the structure of every file is always checked).
+        verify_md5: check first that each file is the official one (its md5 for the
+            python version, its size for the binary one) and refuse any other (default).
+            Pass False only for files you made yourself (tests, a subset); the structure of
+            every file is always checked and nothing in it is ever executed.
 
     Returns:
         ``(images, labels)``: images (N, 3, 32, 32) in ``dtype``, channels R, G, B; labels
@@ -236,23 +294,23 @@ def load_cifar10(
     Raises:
         FileNotFoundError: the files are absent (the message says where minires looked and
             where to put them).
-        ValueError: a file is corrupted (wrong keys, shapes, dtypes, labels or md5).
+        ValueError: a file is not the official one (md5 / size) or is corrupted (wrong
+            keys, shapes, dtypes or labels).
     """
     if split not in CIFAR10_SPLITS:
         raise ValueError(f"unknown CIFAR-10 split {split!r}: expected one of {CIFAR10_SPLITS}")
     dtype = np.dtype(get_default_dtype() if dtype is None else dtype)
     if dtype.kind != "f":
         raise TypeError(f"dtype must be a floating dtype (float32, float64, ...), got {dtype}")
-    names = CIFAR10_TRAIN_FILES if split == "train" else CIFAR10_TEST_FILES
-
     base, origin = _base_dir(root)
     folder = _find_folder(base)
-    if folder is None or not all((folder / name).is_file() for name in names):
+    if folder is None or not all((folder / n).is_file() for n in _split_files(folder, split)):
         if download:
             folder = download_cifar10(base)
         elif folder is None:
             raise FileNotFoundError(_missing_message(base, origin))
         # else: _read_batch names the missing file
+    names = _split_files(folder, split)
 
     parts = [_read_batch(folder / name, verify_md5=verify_md5) for name in names]
     data = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
@@ -367,7 +425,7 @@ def download_cifar10(root=None, url: str | None = None, md5: str | None = None) 
                 f"(expected {', '.join(CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES)})"
             )
         for name in CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES:
-            _read_batch(extracted / name)
+            _read_batch(extracted / name, verify_md5=False)  # the archive's md5 was checked
         try:
             os.replace(extracted, final)  # atomic: the folder appears complete or not at all
         except OSError:

@@ -175,7 +175,7 @@ def train_or_load(config: DemoConfig, name: str, seed: int, recipe: Recipe | Non
     """
     recipe = recipe or default_recipe(config)
     key = _run_key(name, seed, recipe, model_kwargs, config)
-    cache = Path(config.out) / "cache" / f"{key}.pkl"
+    cache = Path(config.out) / "cache" / f"{key}.safetensors"
     backend.manual_seed(seed)
     model = build_model(config, name, recipe, **model_kwargs)
     if cache.exists():

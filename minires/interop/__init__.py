@@ -14,7 +14,6 @@ the error says how to install them (``pip install 'minires[torch]'`` / ``'minire
 
 from minires.interop.onnx_export import export_onnx
 from minires.interop.pytorch import from_torch, to_torch, torch_classes
-from minires.interop.weights import model_for_state_dict, read_state_dict, write_state_dict
+from minires.interop.weights import model_for_state_dict
 
-__all__ = ["to_torch", "from_torch", "torch_classes", "export_onnx", "read_state_dict",
-           "write_state_dict", "model_for_state_dict"]
+__all__ = ["to_torch", "from_torch", "torch_classes", "export_onnx", "model_for_state_dict"]
