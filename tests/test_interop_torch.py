@@ -257,3 +257,14 @@ def test_missing_torch_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'minires\[torch\]'"):
         interop.to_torch(models.resnet20(**SMALL))
+
+
+def test_importing_interop_imports_neither_torch_nor_onnx():
+    import subprocess
+    import sys
+
+    code = ("import sys, minires, minires.interop, minires.__main__; "
+            "print(sorted(m for m in ('torch', 'onnx', 'torchvision') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
