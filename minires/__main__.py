@@ -143,9 +143,8 @@ def _resume_state(checkpoint_path, config: dict, epochs: int) -> None:
                 f"--resume: {checkpoint_path.parent} holds {legacy.name}, a checkpoint of an "
                 "older minires. It is a pickle, which can run code when loaded, and minires "
                 "no longer reads pickles. Start the run again (--overwrite), or, if you trust "
-                "the file, convert it with the older minires: `import pickle, minires; "
-                f"minires.save(pickle.load(open({str(legacy)!r}, 'rb')), "
-                f"{str(checkpoint_path)!r})`")
+                f"the file, unpickle {legacy.name} yourself in a Python session and pass the "
+                f"object to `minires.save(obj, {str(checkpoint_path)!r})`")
         raise _CommandError(f"--resume: no checkpoint at {checkpoint_path}; train without "
                             "--resume first, or pass the --out of an earlier run")
     try:
@@ -258,9 +257,22 @@ def demo(args) -> int:
 
 def check(args) -> int:
     """Grade a solution of an exercise (tutorials/exercises/) against minires's kernels."""
-    from minires.exercises import checker
+    from minires.exercises import cli
 
-    return checker.main(args)
+    try:
+        return cli.check_main(args)
+    except cli.UsageError as err:
+        raise _CommandError(str(err)) from err
+
+
+def grade_submissions(args) -> int:
+    """Grade a class: every student folder, every exercise; write a CSV (and JSON) table."""
+    from minires.exercises import cli
+
+    try:
+        return cli.grade_main(args)
+    except cli.UsageError as err:
+        raise _CommandError(str(err)) from err
 
 
 def export(args) -> int:
@@ -388,6 +400,10 @@ def main(argv=None) -> int:
                        help="list every exercise with its status (not started / failing / "
                        "passing); exit code 0 only when all pass")
     grade.add_argument("--seed", type=int, default=0, help="seed of the random test inputs")
+    grade.add_argument("--timeout", type=float, default=None,
+                       help="seconds each case may take (default 10)")
+    grade.add_argument("--catalog", action="append", default=[], metavar="DIR",
+                       help="a folder of a course's own exercises (repeatable)")
     grade.set_defaults(run=check)
 
     convert = commands.add_parser(
@@ -411,6 +427,27 @@ def main(argv=None) -> int:
                          "ImageNet models, 28 for 1-channel and 32 for 3-channel CIFAR ones)")
     convert.add_argument("--opset", type=int, default=17, help="onnx: operator set (17)")
     convert.set_defaults(run=export)
+
+    marks = commands.add_parser(
+        "grade", help="grade a class: one folder per student, a CSV row per exercise",
+        description="Check every student's solutions (SUBMISSIONS_DIR/<student>/<stub name>) "
+        "in separate processes with a per-case timeout; write one row per student and "
+        "exercise: status (pass, fail, error, timeout, missing), checks passed / total, "
+        "seconds.  Exit code 0 whenever grading ran, whatever the scores.")
+    marks.add_argument("submissions", metavar="SUBMISSIONS_DIR")
+    marks.add_argument("--exercises", default=None,
+                       help="comma-separated exercise names (default: all)")
+    marks.add_argument("--timeout", type=float, default=None,
+                       help="seconds each case may take (default 10)")
+    marks.add_argument("--csv", required=True, metavar="OUT.csv", help="the table to write")
+    marks.add_argument("--json", default=None, metavar="OUT.json",
+                       help="also write the rows as JSON")
+    marks.add_argument("--catalog", action="append", default=[], metavar="DIR",
+                       help="a folder of a course's own exercises (repeatable)")
+    marks.add_argument("--seed", type=int, default=0, help="seed of the random test inputs")
+    marks.add_argument("--jobs", type=int, default=1,
+                       help="check this many of a student's exercises at once (default 1)")
+    marks.set_defaults(run=grade_submissions)
 
     args = parser.parse_args(argv)
     from minires.train import TrainingDiverged

@@ -221,8 +221,9 @@ def _pickle_refused(path: Path) -> ValueError:
         f"{path} is a pickle file (a torch.save file or a checkpoint.pkl of an older minires). "
         "minires no longer reads pickles: loading one can run any code its author put in it. "
         "If you trust whoever made it, convert it once with the tool that wrote it, e.g. "
-        f"`import pickle, minires; minires.save(pickle.load(open({str(path)!r}, 'rb')), "
-        "'checkpoint.safetensors')` (an older minires's pickle) or `import torch, "
+        "unpickle it yourself in a Python session and pass the object to "
+        "`minires.save(obj, 'checkpoint.safetensors')` (an older minires's pickle), or "
+        "`import torch, "
         f"safetensors.torch; safetensors.torch.save_file(torch.load({str(path)!r}, "
         "weights_only=True), 'weights.safetensors')` (a torch state dict); then load the "
         ".safetensors file.")
@@ -358,10 +359,11 @@ def load(path):
     tensors, metadata = _read_safetensors(path)
     if SKELETON_KEY in metadata:
         try:
-            skeleton = json.loads(metadata[SKELETON_KEY])
-        except ValueError as err:
+            return _decode(json.loads(metadata[SKELETON_KEY]), tensors, path)
+        except RecursionError as err:  # a crafted file nesting thousands of levels deep
+            raise _not_ours(path, "its JSON skeleton is nested too deeply") from err
+        except json.JSONDecodeError as err:
             raise _not_ours(path, f"its JSON skeleton does not parse: {err}") from err
-        return _decode(skeleton, tensors, path)
     try:
         order = json.loads(metadata.get(ORDER_KEY, "[]"))
     except ValueError:

@@ -5,6 +5,9 @@ import pytest
 
 import minires.backend as backend
 
+#: ``--device cuda-emulated``: device "cuda" is the CPU emulation of tests/cudaemu.
+CUDA_EMULATED = "cuda-emulated"
+
 TORCH_SKIP_REASON = (
     "PyTorch is not installed, so the cross-checks against it are skipped "
     "(install it with `pip install torch==2.13.0`; .ci/run does)"
@@ -14,10 +17,22 @@ TORCH_SKIP_REASON = (
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
     parser.addoption(
-        "--device", action="store", default="cpu", choices=backend.DEVICES,
+        "--device", action="store", default="cpu", choices=(*backend.DEVICES, CUDA_EMULATED),
         help="cuda: also run tests/test_gpu.py, which re-runs op, layer and model checks on "
-             "CuPy arrays against their CPU twins (needs CuPy and a GPU)",
+             "CuPy arrays against their CPU twins (needs CuPy and a GPU); cuda-emulated: the "
+             "same GPU tests with the .cu kernels compiled by g++ and run on the CPU "
+             "(tests/cudaemu, docs/cuda-emulation.md; needs g++, refuses a real CuPy)",
     )
+
+
+def pytest_configure(config):
+    if config.getoption("--device") == CUDA_EMULATED:
+        from tests import cudaemu
+
+        try:
+            cudaemu.install()
+        except RuntimeError as err:
+            raise pytest.UsageError(f"--device {CUDA_EMULATED}: {err}") from err
 
 
 def pytest_collection_modifyitems(config, items):
@@ -39,7 +54,7 @@ def torch():
 
 GPU_OPTION_REASON = (
     "GPU twin checks run with `python -m pytest --device cuda` on a machine with CuPy and "
-    "an NVIDIA GPU"
+    "an NVIDIA GPU, or on the CPU with `--device cuda-emulated` (needs g++)"
 )
 
 
@@ -49,8 +64,11 @@ def device(request):
 
     With ``--device cuda`` it is ``"cuda"`` when CuPy can reach a GPU, and otherwise every
     test that uses it is skipped with the reason (CuPy missing, driver broken, no GPU).
+    With ``--device cuda-emulated`` it is ``"cuda"``, run by the CPU emulation.
     """
     name = request.config.getoption("--device")
+    if name == CUDA_EMULATED:  # installed by pytest_configure
+        return backend.CUDA
     if name == backend.CUDA:
         try:
             backend.check_device(name)
@@ -62,7 +80,7 @@ def device(request):
 @pytest.fixture
 def cuda_device(device):
     """``"cuda"`` for tests that only make sense on the GPU; skipped (with how to run them)
-    unless pytest runs with ``--device cuda``."""
+    unless pytest runs with ``--device cuda`` (or ``cuda-emulated``)."""
     if device != backend.CUDA:
         pytest.skip(GPU_OPTION_REASON)
     return device

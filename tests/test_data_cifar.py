@@ -412,3 +412,25 @@ def test_reads_pickles_written_by_numpy_1(fake_root, recwarn):
     x, y = load_cifar10(root, "test", normalize=False, verify_md5=False)
     np.testing.assert_array_equal(y, batches["test_batch"][b"labels"])
     assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_parser_matches_pickle_on_what_a_batch_holds(protocol):
+    # parse_batch builds, without executing anything, what pickle.loads would build.
+    from minires.data.cifar_pickle import parse_batch
+
+    batch = fake_batch(3)
+    batch[b"alias"] = batch[b"data"]  # the same array twice: a memo reference
+    batch["text"] = ("tuple", 1.5, None, True, -(2**70), [b"x"] * 3)
+    batch[b"f8"] = np.asfortranarray(np.arange(6, dtype="<f8").reshape(2, 3))
+    blob = pickle.dumps(batch, protocol=protocol)
+    parsed = parse_batch(blob)
+    expected = pickle.loads(blob, encoding="bytes")
+    assert parsed.keys() == expected.keys()
+    for key in parsed:
+        if isinstance(expected[key], np.ndarray):
+            assert parsed[key].dtype == expected[key].dtype
+            np.testing.assert_array_equal(parsed[key], expected[key])
+        else:
+            assert parsed[key] == expected[key]
+    assert parsed[b"alias"] is parsed[b"data"]

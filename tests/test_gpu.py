@@ -6,7 +6,8 @@ results: every op of tests/test_ops.py through autograd (forward and backward), 
 layers, whole ResNets forward and backward, optimizer steps, dropout on the GPU.  float64
 throughout, so the two devices agree to 1e-10 (relative to the largest magnitude; 1e-9
 for whole networks, whose sums run in different orders).  Without the option, or without
-CuPy and a GPU, every test is skipped with the reason.  The CUDA kernels themselves are
+CuPy and a GPU, every test is skipped with the reason; ``--device cuda-emulated`` runs them
+on the CPU (tests/cudaemu, docs/cuda-emulation.md).  The CUDA kernels themselves are
 checked one by one in tests/test_kernels_cuda.py.
 """
 

@@ -11,6 +11,8 @@
     padding, batch 1 and max-pool ties; a ResNet-20 training step on the GPU against the
     same step on the CPU; and a ResNet-20 step that copies nothing between host and device
     except the loss scalar it is asked for.  Skipped, with the reason, without CuPy or GPU.
+    ``--device cuda-emulated`` runs (b) on the CPU instead: the same .cu files built by g++
+    (tests/cudaemu, docs/cuda-emulation.md).
 """
 
 import contextlib
@@ -469,6 +471,48 @@ def test_batch_norm_variants_match_cpu(cp, dtype):
     assert_close(gpu_var, cpu_var, what="strided running_var")
 
 
+def _bn_with_non_finite(dtype):
+    """(4, 3, 2, 2) input whose channel 0 holds a NaN, channel 1 a +inf at the channel's
+    first position (the shift of the GPU's sums), channel 2 only finite values."""
+    x = np.random.default_rng(14).normal(1.0, 2.0, size=(4, 3, 2, 2)).astype(dtype)
+    x[1, 0, 1, 0] = np.nan
+    x[0, 1, 0, 0] = np.inf
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_cpu_gives_nan_for_nan_and_inf_like_torch(torch, dtype):
+    """The CPU kernel (the GPU twin's reference) on NaN and inf input, against PyTorch: NaN
+    output, x_hat and running variance for the channels holding them; running mean NaN for
+    the NaN channel and inf for the inf one; the finite channel unaffected."""
+    x = _bn_with_non_finite(dtype)
+    running_mean, running_var = np.zeros(3, dtype), np.ones(3, dtype)
+    with np.errstate(invalid="ignore"):  # inf - inf: the NaN this test is about
+        y, _ = norm.batch_norm_forward(x, None, None, running_mean, running_var, True)
+    t_mean, t_var = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    want = torch.nn.functional.batch_norm(torch.tensor(x.astype(np.float64)), t_mean, t_var,
+                                          training=True, momentum=0.1, eps=1e-5).numpy()
+    assert np.isnan(y[:, :2]).all() and np.isfinite(y[:, 2]).all()
+    np.testing.assert_allclose(y, want, rtol=TOL[np.dtype(dtype)] * 10, atol=1e-5,
+                               equal_nan=True)
+    np.testing.assert_allclose(running_mean, t_mean.numpy(), rtol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(running_var, t_var.numpy(), rtol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_nan_and_inf_match_cpu(cp, dtype):
+    """NaN and inf input: the GPU twin gives NaN where the CPU does (it used to clamp a NaN
+    variance to 0, giving inv_std = 1/sqrt(eps) and -inf or finite outputs), in the
+    output, x_hat, inv_std, the running statistics and every gradient."""
+    rng = np.random.default_rng(15)
+    x = _bn_with_non_finite(dtype)
+    _, gamma, beta, running_mean, running_var = _bn_inputs(rng, x.shape, dtype)
+    with np.errstate(invalid="ignore"):  # the CPU's inf - inf
+        _check_batch_norm(cp, rng, x, gamma, beta, running_mean, running_var, True)
+    y, cache = norm.batch_norm_forward(_gpu(cp, x), None, None, None, None, True)
+    assert np.isnan(y.get()[:, :2]).all() and np.isnan(cache.inv_std.get()[:2]).all()
+
+
 def test_batch_norm_errors_match_cpu(cp):
     x = _gpu(cp, np.ones((1, 3), np.float32))
     with pytest.raises(ValueError, match="more than 1 value per channel"):
@@ -582,7 +626,9 @@ def record_host_transfers(cp):
     """
     try:
         from cupy._core import syncdetect
-    except ImportError:  # pragma: no cover - depends on the CuPy version
+    except ImportError:  # the emulation (tests/cudaemu) has the same hook, not importable
+        syncdetect = getattr(getattr(cp, "_core", None), "syncdetect", None)
+    if syncdetect is None:  # pragma: no cover - depends on the CuPy version
         pytest.skip("this CuPy has no cupy._core.syncdetect hook: device->host copies "
                     "cannot be counted")
     records = []
@@ -640,7 +686,8 @@ def test_resnet20_train_step_copies_only_the_loss_scalar(cp):
 
     with record_host_transfers(cp) as records:  # the recorder records ...
         cp.arange(3).sum().item()
-        minires.tensor(1.0, device="cuda")
+        # (not minires.tensor(1.0, device="cuda"): that fills on the device, copying nothing)
+        backend.to_device(np.ones(3), "cuda")
     assert len(records) >= 2, "the transfer recorder saw nothing: it is not hooked in"
 
     def step():

@@ -324,3 +324,12 @@ def test_import_minires_needs_no_safetensors(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "refused: minires.save needs the safetensors package: pip install" in done.stdout
     assert (tmp_path / "w.npz").exists()
+
+
+def test_deeply_nested_skeleton_is_refused(tmp_path):
+    path = tmp_path / "deep.safetensors"
+    metadata = {serialization.FORMAT_KEY: serialization.OBJECT_FORMAT,
+                serialization.SKELETON_KEY: "[" * 200_000 + "]" * 200_000}
+    path.write_bytes(safetensors_numpy.save({"a": np.ones(1)}, metadata=metadata))
+    with pytest.raises(ValueError, match="nested too deeply"):
+        minires.load(path)

@@ -109,11 +109,11 @@ _PY2_STRINGS = {"SHORT_BINSTRING", "BINSTRING"}  # Python 2 str: bytes, as encod
 def parse_batch(blob: bytes):
     """The object a CIFAR-10 batch pickle describes, built without executing it.
 
-    Returns what ``pickle.loads(blob, encoding="bytes")`` would for an official file (a dict
+    Returns what unpickling ``blob`` with ``encoding="bytes"`` would for an official file (a dict
     with keys ``b"data"`` (uint8 array (N, 3072)), ``b"labels"`` (list of N ints), ...).
     Raises ValueError for anything outside that small language.
     """
-    stack, marks, memo = [], [], {}
+    stack, marks, memo, pending = [], [], {}, {}
 
     def pop_mark() -> list:
         start = marks.pop()
@@ -140,10 +140,11 @@ def parse_batch(blob: bytes):
             stack.append(bytearray(arg))
         elif name == "MARK":
             marks.append(len(stack))
-        elif name in ("BINPUT", "LONG_BINPUT"):
-            memo[arg] = stack[-1]
-        elif name == "MEMOIZE":
-            memo[len(memo)] = stack[-1]
+        elif name in ("BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            index = len(memo) if name == "MEMOIZE" else arg
+            memo[index] = stack[-1]
+            if isinstance(stack[-1], _Array):  # to point at the array once it is built
+                pending.setdefault(id(stack[-1]), []).append(index)
         elif name in ("BINGET", "LONG_BINGET"):
             stack.append(memo[arg])
         elif name == "TUPLE":
@@ -188,7 +189,10 @@ def parse_batch(blob: bytes):
             if isinstance(target, _Dtype):
                 target.build(state)
             elif isinstance(target, _Array):
-                stack[-1] = _replace_in_memo(memo, target, target.build(state))
+                stack[-1] = target.build(state)
+                for index in pending.pop(id(target), ()):  # memo references see the array
+                    if memo.get(index) is target:
+                        memo[index] = stack[-1]
             else:
                 raise ValueError(f"BUILD on a {type(target).__name__}")
         else:
@@ -206,11 +210,3 @@ def _key(key):
     if not isinstance(key, (str, bytes, int)):
         raise ValueError(f"a dict key of type {type(key).__name__}")
     return key
-
-
-def _replace_in_memo(memo: dict, old, new):
-    """After BUILD turns a placeholder into an array, memo references see the array."""
-    for index, value in memo.items():
-        if value is old:
-            memo[index] = new
-    return new

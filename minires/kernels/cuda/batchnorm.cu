@@ -38,8 +38,18 @@ __device__ double block_sum(double value, double* shared)
     return total;
 }
 
+// The shift of channel c's sums: its first value x[0, c, 0], or 0 when that is inf or NaN
+// (x - inf would turn a channel's inf mean into NaN; the CPU's mean stays inf).
+// first - first is 0 exactly for finite values (no #include for isfinite under NVRTC).
+template <typename T>
+__device__ double channel_shift(const T* x, int c, int HW)
+{
+    const double first = static_cast<double>(x[c * HW]);
+    return first - first == 0.0 ? first : 0.0;
+}
+
 // Statistics, step 1 of 2: block (c, part) adds d = x - shift and d^2 over its chunk of channel
-// c, in double precision, where shift = the channel's first value x[0, c, 0].
+// c, in double precision, where shift = the channel's first value x[0, c, 0] (channel_shift).
 //
 // This is the sum / sum-of-squares formula var = mean(d^2) - mean(d)^2 in one pass over x.
 // Without the shift it cancels badly when |mean| >> std (the reason the CPU makes two
@@ -54,7 +64,7 @@ __global__ void batch_norm_partial_stats_kernel(const T* __restrict__ x, int N, 
     const int part = blockIdx.y;
     const int m = N * HW;
     const int end = min(m, (part + 1) * chunk);
-    const double shift = static_cast<double>(x[c * HW]);
+    const double shift = channel_shift(x, c, HW);
     double sum_d = 0.0;
     double sum_d2 = 0.0;
     for (int k = part * chunk + threadIdx.x; k < end; k += blockDim.x) {
@@ -103,8 +113,10 @@ __global__ void batch_norm_stats_kernel(const T* __restrict__ x, const double* _
     }
     const double mean_d = sum_d / m;
     const double var_d = sum_d2 / m - mean_d * mean_d;
-    const T mean = static_cast<T>(static_cast<double>(x[c * HW]) + mean_d);
-    const T var = static_cast<T>(var_d > 0.0 ? var_d : 0.0);  // never below 0 by rounding
+    const T mean = static_cast<T>(channel_shift(x, c, HW) + mean_d);
+    // Never below 0 by rounding; a NaN variance (inf or NaN in the channel) stays NaN, as
+    // on the CPU and in PyTorch (`var_d > 0 ? var_d : 0` turned it into 0).
+    const T var = static_cast<T>(var_d < 0.0 ? 0.0 : var_d);
     mean_out[c] = mean;
     var_out[c] = var;
     inv_std_out[c] = T(1) / sqrt(var + static_cast<T>(eps));
