@@ -30,13 +30,29 @@
 #
 # PyTorch and onnx are optional: `pip install -e ".[torch,onnx]"`.  A cell whose package
 # is missing says so and is skipped.
+#
+# **Open the source.** `minires/interop/pytorch.py`: `to_torch` (a `torch.nn` twin for
+# every minires module, the same formula in each `forward`) and `from_torch`;
+# `minires/interop/onnx_export.py`: `export_onnx`, one small translation per module.
+# **In the paper** (He et al., *Deep Residual Learning for Image Recognition*, arXiv
+# [1512.03385](https://arxiv.org/abs/1512.03385)): §3.3, the option-A shortcut ("extra
+# zero entries padded for increasing dimensions", here a slice and a zero pad in both
+# PyTorch and ONNX) and §3.4, "batch normalization right after each convolution and
+# before activation", the pattern that lets the ONNX export fold each BN into its
+# convolution.
 
 # %%
 import copy
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
+import matplotlib
+
+if "ipykernel" not in sys.modules:  # a script: draw into files, never open windows
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 import numpy as np
 
 import minires
@@ -55,6 +71,17 @@ HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_ONNX = importlib.util.find_spec("onnx") is not None
 STEPS = 5 if SIZE == "small" else 50
 WIDTHS = (8, 16, 32)
+
+
+def save(fig, name):
+    """Write the figure to OUT/name; show it too when running inside Jupyter."""
+    path = OUT / name
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    print(f"figure written: {path}")
+    if "ipykernel" in sys.modules:
+        plt.show()
+    else:
+        plt.close(fig)
 
 
 def relative_difference(a, b) -> float:
@@ -94,6 +121,11 @@ probe = x_train[:16]
 # `strict=True`.  Compare the keys, the eval-mode logits, and, in train mode, the
 # gradient of a loss with respect to every parameter.
 
+# %% [markdown]
+# **Predict before you run.** The minires ResNet-20's state dict holds 116 tensors
+# (weights, biases, running means and variances, batch counters).  How many of their
+# names must be changed before PyTorch's `load_state_dict(strict=True)` accepts them?
+
 # %%
 if HAVE_TORCH:
     import torch
@@ -131,6 +163,32 @@ if HAVE_TORCH:
     print(f"train-mode gradients (float64): max difference / largest gradient = {worst64:.1e}")
 else:
     print("torch is not installed: the PyTorch cells were skipped (pip install -e '.[torch]')")
+
+# %%
+if HAVE_TORCH:
+    renamed = set(model.state_dict()) ^ set(twin.state_dict())
+    assert same_keys and not renamed, renamed
+    print("✓ none: minires's names are torchvision's, key for key, in the same order")
+
+# %% [markdown]
+# Every logit of the 16 probe digits, minires against PyTorch: the points lie on the
+# diagonal.
+
+# %%
+if HAVE_TORCH:
+    model.eval()
+    twin.eval()
+    with minires.no_grad():
+        ours = model(minires.tensor(probe)).numpy()
+    theirs = twin(torch.from_numpy(probe)).detach().numpy()
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(ours.ravel(), theirs.ravel(), s=8)
+    low, high = ours.min(), ours.max()
+    ax.plot([low, high], [low, high], color="grey", linewidth=0.8)
+    ax.set_xlabel("minires logit")
+    ax.set_ylabel("PyTorch logit (to_torch twin)")
+    ax.set_title("ResNet-20, eval mode")
+    save(fig, "09_minires_vs_torch_logits.png")
 
 # %% [markdown]
 # The differences are rounding: the two frameworks sum the products of a convolution in
@@ -195,6 +253,9 @@ if HAVE_TORCH:
 # $s = \gamma/\sqrt{\sigma^2 + \epsilon}$: $W' = s\,W$ and $b' = \beta - s\,\mu$;
 # `Relu`, `Add`, option A as `Slice` + `Pad`, `GlobalAveragePool`, `Gemm`.  ONNX's
 # reference evaluator runs it in plain NumPy.
+#
+# **Predict before you run.** ResNet-20 has 19 BatchNorm layers, each right after a
+# convolution (§3.4).  How many `BatchNormalization` nodes will the exported graph hold?
 
 # %%
 if HAVE_ONNX:
@@ -213,6 +274,12 @@ if HAVE_ONNX:
           f"{relative_difference(onnx_logits, ours):.1e}")
 else:
     print("onnx is not installed: the ONNX cell was skipped (pip install -e '.[onnx]')")
+
+# %%
+if HAVE_ONNX:
+    assert "BatchNormalization" not in ops
+    assert sum(node.op_type == "Conv" for node in graph.node) == 19
+    print("✓ none: each BN became part of its convolution's weights and bias (19 Conv nodes)")
 
 # %% [markdown]
 # ## What you saw
