@@ -47,10 +47,11 @@ def compare(torch, ours, twin, x, tolerance, rng):
         assert error < tolerance, f"{mode}: input gradient differs by {error:.2e}"
         twin_params = dict(twin.named_parameters())
         assert set(twin_params) == {name for name, _ in ours.named_parameters()}
-        # Each gradient against its own largest entry, but at least 1e-6 of the model's
+        # Each gradient against its own largest entry, but at least 1e-4 of the model's
         # largest gradient: one that is exactly 0 in exact arithmetic (a BN bias that feeds
-        # only train-mode BNs, which cancel a per-channel shift) is rounding noise in both.
-        fraction = 1e-6
+        # only train-mode BNs, which cancel a per-channel shift) is rounding noise in both
+        # (measured: 1e-16 of the largest, 8e-11 against a 1e-6 floor: too close to 1e-10).
+        fraction = 1e-4
         floor = fraction * max(float(np.max(np.abs(p.grad.numpy())))
                            for _, p in ours.named_parameters())
         for name, p in ours.named_parameters():
