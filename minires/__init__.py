@@ -4,7 +4,7 @@
 imported where they are used.  Names follow PyTorch so habits transfer both ways.
 """
 
-from minires import functional, nn, ops, optim
+from minires import functional, nn, ops, optim, viz
 from minires.autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad
 from minires.backend import (
     default_dtype,
@@ -46,6 +46,7 @@ from minires.ops import (
     reshape,
     sigmoid,
     softmax,
+    split,
     sqrt,
     stack,
     sub,

@@ -1,20 +1,35 @@
 """The autograd engine: Tensor, Function, and reverse-mode backpropagation.
 
-How it works, in three sentences.  A :class:`Function` runs its ``forward`` on raw arrays
-and, when gradients are wanted, records itself as the ``creator`` of its output tensors,
-keeping its inputs.  ``loss.backward()`` walks this graph from the loss back to the
-leaves in *topological order* (every consumer of a tensor before its creator), so a tensor
-used several times has the sum of all its gradient contributions before it propagates
-further.  Each step calls ``Function.backward`` with the gradient of the function's
-outputs and receives the gradients of its inputs (the chain rule).
+How it works.  A :class:`Function` runs its ``forward`` on raw arrays and, when gradients
+are wanted, records itself as the ``creator`` of its output tensors, keeping its inputs.
+Every function gets a *generation*: one more than the newest function that made its
+inputs, so a function's generation is always larger than that of every function it
+consumes from.  ``loss.backward()`` visits the functions by generation, highest first
+(DeZero's rule), with a heap and no recursion: every consumer of a tensor runs before its
+creator, so a tensor used several times has the sum of all its gradient contributions
+before it propagates further.  Each step (:func:`run_backward`) collects the gradients of
+a function's outputs, calls ``Function.backward`` (the chain rule: gradients of the inputs
+from those of the outputs) and sends the input gradients on to their creators, or, for
+leaves, into ``.grad``.
 
-The ops themselves (``+``, ``@``, ``exp``, ``sum``, ...) live in :mod:`minires.ops`; this
-file is the engine only.  Names follow PyTorch so habits transfer both ways.
+What it does not do: higher-order gradients.  Backward runs on raw arrays inside
+:func:`no_grad`, so a gradient is a plain value, not a graph, and cannot be differentiated
+again (there is no ``create_graph``).
+
+Hooks: :meth:`Tensor.register_hook` sees (and may replace) one tensor's gradient;
+:func:`register_backward_observer` sees every Function's gradients as backward runs
+(``minires.viz.trace`` is built on it).
+
+The ops themselves (``+``, ``@``, ``exp``, ``sum``, ``.to``, ...) live in
+:mod:`minires.ops`, which installs them as Tensor methods; this file is the engine only
+and imports nothing above itself.  Names follow PyTorch so habits transfer both ways.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import weakref
 
 import numpy as np
@@ -51,10 +66,34 @@ def enable_grad():
     return _set_grad_enabled(True)
 
 
+# ---------------------------------------------------------------------------- hooks
+
+
+class RemovableHandle:
+    """Returned when a hook is registered; ``remove()`` takes it away (PyTorch's name).
+
+    Also a context manager: ``with t.register_hook(fn): ...`` removes the hook on exit.
+    """
+
+    _ids = itertools.count()
+
+    def __init__(self, hooks: dict):
+        self.hooks, self.id = hooks, next(RemovableHandle._ids)
+
+    def remove(self) -> None:
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.remove()
+
+
 # ---------------------------------------------------------------------------- Tensor
 
 
-def _as_array(data, dtype=None, device=backend.CPU):
+def as_array(data, dtype=None, device=backend.CPU):
     """Turn Python data or an array into an array on ``device``.
 
     Python floats (and lists of them) become the default dtype (float32), Python ints
@@ -93,12 +132,13 @@ class Tensor:
 
     # NumPy defers to Tensor's reflected operators (np.float32(2) * t -> Tensor).
     __array_priority__ = 1000
+    _hooks = None  # {id: fn} once register_hook is called (a class default costs nothing)
 
     def __init__(self, data, requires_grad: bool = False, name: str | None = None):
         if isinstance(data, Tensor):
             data = data.data
         if not hasattr(data, "dtype"):
-            data = _as_array(data)
+            data = as_array(data)
         self.data = data
         self.grad: Tensor | None = None
         self.creator: Function | None = None
@@ -172,6 +212,26 @@ class Tensor:
         self.requires_grad = bool(mode)
         return self
 
+    def register_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(grad)`` with this tensor's gradient during backward, as in PyTorch.
+
+        ``grad`` is a Tensor shaped like this one, holding the *full* gradient (all
+        contributions summed).  The hook may return a replacement (a Tensor or array of the
+        same shape), which is what flows on to the rest of the graph and into ``.grad``;
+        returning ``None`` keeps the gradient.  Do not modify ``grad`` in place.  Hooks run
+        in the order they were registered; on a leaf, before the gradient is added to
+        ``.grad``.  Returns a handle whose ``remove()`` takes the hook away.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that does not require grad")
+        if not callable(hook):
+            raise TypeError(f"register_hook needs a callable, got {type(hook).__name__}")
+        if self._hooks is None:
+            self._hooks = {}
+        handle = RemovableHandle(self._hooks)
+        self._hooks[handle.id] = hook
+        return handle
+
     def retain_grad(self) -> None:
         """Keep ``.grad`` for this non-leaf tensor after backward (leaves always keep it)."""
         self._retain_grad = True
@@ -207,7 +267,7 @@ class Tensor:
                 )
             grad = xp.ones_like(self.data)
         else:
-            grad = _as_array(grad, dtype=self.dtype, device=self.device)
+            grad = as_array(grad, dtype=self.dtype, device=self.device)
             if grad.shape != self.data.shape:
                 raise ValueError(
                     f"backward(): gradient shape {tuple(grad.shape)} does not match "
@@ -215,26 +275,9 @@ class Tensor:
                 )
         run_backward(self, grad, retain_graph)
 
-    # ------------------------------------------------------------------ devices, export
-    def to(self, device=None, dtype=None) -> Tensor:
-        """Move to ``device`` ('cpu' or 'cuda') and/or cast to ``dtype``; differentiable."""
-        result = self
-        if device is not None and backend.check_device(device) != self.device:
-            from minires.ops import ToDevice  # ops builds on this module
-
-            result = ToDevice(backend.check_device(device))(result)
-        if dtype is not None and np.dtype(dtype) != result.dtype:
-            from minires.ops import Cast
-
-            result = Cast(np.dtype(dtype))(result)
-        return result
-
-    def cpu(self) -> Tensor:
-        return self.to(backend.CPU)
-
-    def cuda(self) -> Tensor:
-        return self.to(backend.CUDA)
-
+    # ------------------------------------------------------------------ export
+    # ``to``, ``cpu`` and ``cuda`` (differentiable moves and casts) are installed by
+    # minires.ops, with the operators.
     def numpy(self) -> np.ndarray:
         """The values as a NumPy array (a copy when on the GPU; shares memory on the CPU)."""
         return backend.to_numpy(self.data)
@@ -252,6 +295,7 @@ class Tensor:
 # ---------------------------------------------------------------------------- Function
 
 
+
 def as_tensor(value, like: Tensor | None = None) -> Tensor:
     """Wrap ``value`` as a Tensor; Python numbers take ``like``'s dtype and device.
 
@@ -262,8 +306,8 @@ def as_tensor(value, like: Tensor | None = None) -> Tensor:
         return value
     if like is not None and isinstance(value, (int, float, bool, np.number)):
         dtype = like.dtype if backend.is_floating(like.dtype) or isinstance(value, int) else None
-        return Tensor(_as_array(value, dtype=dtype, device=like.device))
-    return Tensor(_as_array(value, device=like.device if like is not None else backend.CPU))
+        return Tensor(as_array(value, dtype=dtype, device=like.device))
+    return Tensor(as_array(value, device=like.device if like is not None else backend.CPU))
 
 
 class Function:
@@ -273,10 +317,13 @@ class Function:
       backward needs (inputs, outputs, masks).  Non-tensor settings go to ``__init__``.
     * ``backward(self, *grad_outputs) -> gradient or tuple of gradients``, one per
       forward input, each shaped like that input (``None`` where none is needed;
-      ``self.needs_input_grad[i]`` says which are).
+      ``self.needs_input_grad[i]`` says which are).  An output that nothing used gets a
+      zero gradient of its shape, dtype and device, even after it was garbage-collected.
 
     Use: ``y = Exp()(x)``.  Calling a Function runs forward and, when any input requires
-    grad and grad mode is on, records the graph.
+    grad and grad mode is on, records the graph: ``inputs``, ``needs_input_grad``,
+    ``generation`` (max of the inputs' generations; each output gets one more) and weak
+    references to the ``outputs``.
     """
 
     def __call__(self, *inputs):
@@ -296,6 +343,8 @@ class Function:
                 y.creator, y.generation, y._output_index = self, self.generation + 1, index
             # Outputs are held weakly: the graph lives as long as its last tensor does.
             self.outputs = [weakref.ref(y) for y in outputs]
+            if not single:  # what a dropped output's zero gradient looks like
+                self._output_specs = [(y.shape, y.dtype, y.device) for y in outputs]
         return outputs[0] if single else tuple(outputs)
 
     def forward(self, *arrays):
@@ -305,11 +354,10 @@ class Function:
         raise NotImplementedError(f"{type(self).__name__}.backward is not implemented")
 
     def _release(self) -> None:
-        """Drop inputs and saved arrays once backward has run (frees the graph)."""
-        for key in list(vars(self)):
-            if key not in ("generation", "outputs"):
-                delattr(self, key)
-        self._freed = True
+        """Drop inputs and saved arrays once backward has run (frees the graph); keep only
+        what a later look at the graph (or a second backward's error) needs."""
+        self.__dict__ = {"generation": self.generation, "outputs": self.outputs,
+                         "_freed": True}
 
 
 def _first_tensor(values) -> Tensor | None:
@@ -326,48 +374,55 @@ def _check_same_device(tensors, op_name: str) -> None:
         )
 
 
+# ---------------------------------------------------------------------------- observers
+
+_backward_observers: dict = {}
+
+
+def register_backward_observer(observer) -> RemovableHandle:
+    """Call ``observer(function, grad_outputs, grad_inputs)`` after every
+    ``Function.backward`` in every backward pass, until the handle's ``remove()``.
+
+    ``grad_outputs`` and ``grad_inputs`` are tuples of raw arrays (``None`` where an
+    input needs no gradient), in the order of ``function.outputs`` and
+    ``function.inputs``; ``function.inputs`` is still readable.  Observers must not
+    modify the arrays.  ``minires.viz.trace`` records a backward pass with this.
+    """
+    if not callable(observer):
+        raise TypeError(f"an observer must be callable, got {type(observer).__name__}")
+    handle = RemovableHandle(_backward_observers)
+    _backward_observers[handle.id] = observer
+    return handle
+
+
 # ---------------------------------------------------------------------------- backward
 
+# Ties in generation are broken by arrival order; the count also keeps the heap from ever
+# comparing two Functions.
+_arrival = itertools.count()
 
-def _topological_order(root_function: Function) -> list:
-    """Functions reachable from ``root_function``, every consumer before its producer.
 
-    Kahn's algorithm on the reversed graph, iteratively (no recursion, so a chain of any
-    depth works) and in time linear in the number of edges: first count, for every
-    function, how many reachable functions consume its outputs; then release a function
-    once all its consumers have been visited.
-    """
-    consumers = {root_function: 0}
-    stack = [root_function]
-    while stack:  # pass 1: discover the graph and count consumers
-        function = stack.pop()
-        if function._freed:
-            raise RuntimeError(
-                "trying to backward through the graph a second time (its saved values were "
-                "freed by the first backward); call backward(retain_graph=True) the first "
-                "time if you need to"
-            )
-        for tensor in function.inputs:
-            producer = tensor.creator
-            if producer is None:
-                continue
-            if producer not in consumers:
-                consumers[producer] = 0
-                stack.append(producer)
-            consumers[producer] += 1
+def _run_hooks(tensor: Tensor, grad):
+    """Pass ``grad`` through ``tensor``'s hooks; each may return a replacement."""
+    for hook in list(tensor._hooks.values()):
+        result = hook(Tensor(grad))
+        if result is not None:
+            replacement = as_array(result, dtype=grad.dtype, device=tensor.device)
+            if replacement.shape != grad.shape:
+                raise RuntimeError(
+                    f"hook {getattr(hook, '__name__', hook)!r} returned a gradient of shape "
+                    f"{tuple(replacement.shape)} for a tensor of shape {tensor.shape}")
+            grad = replacement
+    return grad
 
-    order, ready = [], [root_function]
-    while ready:  # pass 2: emit a function when all its consumers are done
-        function = ready.pop()
-        order.append(function)
-        for tensor in function.inputs:
-            producer = tensor.creator
-            if producer is None:
-                continue
-            consumers[producer] -= 1
-            if consumers[producer] == 0:
-                ready.append(producer)
-    return order
+
+def _add(totals: dict, tensor: Tensor, grad) -> None:
+    """``totals[tensor] += grad``, keyed by identity (Tensor defines no hash of its own)."""
+    entry = totals.get(id(tensor))
+    if entry is None:
+        totals[id(tensor)] = [tensor, grad]
+    else:
+        entry[1] = entry[1] + grad
 
 
 def _accumulate(tensor: Tensor, grad) -> None:
@@ -378,50 +433,96 @@ def _accumulate(tensor: Tensor, grad) -> None:
         tensor.grad.data = tensor.grad.data + grad
 
 
+def collect_output_grads(function: Function, grads: list, retained: dict) -> tuple:
+    """The gradients of ``function``'s outputs, ready for its backward.
+
+    ``grads`` holds the summed contributions per output (``None`` where nothing used that
+    output: it becomes zeros of the output's shape, dtype and device).  An output's hooks
+    run here and may replace its gradient; outputs that asked for ``retain_grad`` have it
+    noted in ``retained``.
+    """
+    for index, grad in enumerate(grads):
+        if grad is None:  # an unused output, perhaps already garbage-collected
+            shape, dtype, device = function._output_specs[index]
+            xp = np if device == backend.CPU else backend.require_cupy()
+            grads[index] = xp.zeros(shape, dtype=dtype)
+            continue
+        output = function.outputs[index]()
+        if output is not None:
+            if output._hooks:
+                grads[index] = grad = _run_hooks(output, grad)
+            if output._retain_grad:
+                _add(retained, output, grad)
+    return tuple(grads)
+
+
+def _call_backward(function: Function, grad_outputs: tuple) -> tuple:
+    """``function.backward(*grad_outputs)`` as a tuple with one entry per input."""
+    grad_inputs = function.backward(*grad_outputs)
+    if not isinstance(grad_inputs, tuple):
+        grad_inputs = (grad_inputs,)
+    if len(grad_inputs) != len(function.inputs):
+        raise RuntimeError(
+            f"{type(function).__name__}.backward returned {len(grad_inputs)} "
+            f"gradients for {len(function.inputs)} inputs"
+        )
+    return grad_inputs
+
+
+def send_input_grads(function: Function, grad_inputs: tuple, pending: dict, queue: list,
+                     leaves: dict) -> None:
+    """Send each input's gradient to where it waits: its creator's slot in ``pending``
+    (queued by generation when first reached) or, for a leaf, ``leaves``."""
+    for tensor, grad in zip(function.inputs, grad_inputs, strict=True):
+        if grad is None or not tensor.requires_grad:
+            continue
+        if grad.shape != tensor.data.shape:
+            raise RuntimeError(
+                f"{type(function).__name__}.backward returned a gradient of shape "
+                f"{tuple(grad.shape)} for an input of shape {tensor.shape}"
+            )
+        creator = tensor.creator
+        if creator is None:
+            _add(leaves, tensor, grad)
+            continue
+        slots = pending.get(creator)
+        if slots is None:  # first reached: queue it, newest generation first
+            slots = pending[creator] = [None] * len(creator.outputs)
+            heapq.heappush(queue, (-creator.generation, next(_arrival), creator))
+        index = tensor._output_index
+        slots[index] = grad if slots[index] is None else slots[index] + grad
+
+
 def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
-    """Propagate ``grad`` (d loss / d root) from ``root`` back to the leaves."""
-    if root.creator is None:  # a leaf: its gradient is the upstream gradient itself
-        _accumulate(root, grad)
-        return
-    # Gradients wait here, per function and output, until all contributions arrived.
-    pending = {root.creator: [None] * len(root.creator.outputs)}
-    pending[root.creator][root._output_index] = grad
+    """Propagate ``grad`` (d loss / d root) from ``root`` back to the leaves.
 
+    Functions run highest generation first, so each runs once, after all its outputs'
+    consumers.  Nothing is written to any ``.grad`` until the whole pass has succeeded
+    (a failed backward, e.g. through a freed graph, leaves the gradients as they were).
+    """
+    leaves, retained = {}, {}  # id -> [tensor, summed gradient], written at the end
     with no_grad():  # backward arithmetic on arrays builds no new graph
-        for function in _topological_order(root.creator):
-            grad_outputs = pending.pop(function)
-            for index, ref in enumerate(function.outputs):
-                output = ref()
-                if grad_outputs[index] is None:  # an unused output: its gradient is zero
-                    data = output.data if output is not None else None
-                    if data is None:
-                        raise RuntimeError(f"{type(function).__name__}: output {index} lost")
-                    grad_outputs[index] = backend.get_array_module(data).zeros_like(data)
-                elif output is not None and output._retain_grad:
-                    _accumulate(output, grad_outputs[index])
-
-            grad_inputs = function.backward(*grad_outputs)
-            if not isinstance(grad_inputs, tuple):
-                grad_inputs = (grad_inputs,)
-            if len(grad_inputs) != len(function.inputs):
-                raise RuntimeError(
-                    f"{type(function).__name__}.backward returned {len(grad_inputs)} "
-                    f"gradients for {len(function.inputs)} inputs"
-                )
-            for tensor, grad_input in zip(function.inputs, grad_inputs, strict=True):
-                if grad_input is None or not tensor.requires_grad:
-                    continue
-                if grad_input.shape != tensor.data.shape:
+        if root.creator is None:
+            _add(leaves, root, grad)
+        else:
+            pending = {root.creator: [None] * len(root.creator.outputs)}
+            pending[root.creator][root._output_index] = grad
+            queue = [(-root.creator.generation, next(_arrival), root.creator)]
+            while queue:
+                function = heapq.heappop(queue)[-1]
+                if function._freed:
                     raise RuntimeError(
-                        f"{type(function).__name__}.backward returned a gradient of shape "
-                        f"{tuple(grad_input.shape)} for an input of shape {tensor.shape}"
-                    )
-                if tensor.creator is None:
-                    _accumulate(tensor, grad_input)
-                else:
-                    slots = pending.setdefault(
-                        tensor.creator, [None] * len(tensor.creator.outputs))
-                    index = tensor._output_index
-                    slots[index] = grad_input if slots[index] is None else slots[index] + grad_input
-            if not retain_graph:
-                function._release()
+                        "trying to backward through the graph a second time (its saved "
+                        "values were freed by the first backward); call "
+                        "backward(retain_graph=True) the first time if you need to")
+                grad_outputs = collect_output_grads(function, pending.pop(function), retained)
+                grad_inputs = _call_backward(function, grad_outputs)
+                for observer in list(_backward_observers.values()):
+                    observer(function, grad_outputs, grad_inputs)
+                send_input_grads(function, grad_inputs, pending, queue, leaves)
+                if not retain_graph:
+                    function._release()
+        for tensor, total in leaves.values():
+            _accumulate(tensor, _run_hooks(tensor, total) if tensor._hooks else total)
+        for tensor, total in retained.values():
+            _accumulate(tensor, total)

@@ -1,7 +1,6 @@
 """The exercises and ``python -m minires check``: untouched stubs, planted bugs, correct
 solutions (tests/exercise_solutions/), --list, and friendly reports for broken files."""
 
-import importlib
 import io
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from minires.__main__ import main
-from minires.exercises import catalog, checker, get_exercise, load_catalog
+from minires.exercises import check, get_exercise, load_catalog, sandbox
 
 SOLUTIONS = Path(__file__).parent / "exercise_solutions"
 STUBS = Path(__file__).resolve().parents[1] / "tutorials" / "exercises"
@@ -57,9 +56,9 @@ WRONG = {
 }
 
 
-def _check(name, path=None, directory=None):
+def _check(name, path=None, directory=None, catalogs=()):
     out = io.StringIO()
-    report = checker.check(name, path, out=out, directory=directory)
+    report = check(name, path, out=out, directory=directory, catalogs=catalogs)
     return report, out.getvalue()
 
 
@@ -83,7 +82,7 @@ def test_catalog_has_the_exercises_and_their_stubs():
         assert exercise.stub_path().resolve() == stub.resolve()
         text = stub.read_text()
         assert f"def {exercise.function}(" in text and "raise NotImplementedError" in text
-        function = checker.load_function(stub, exercise.function)
+        function = sandbox.load_function(stub, exercise.function)
         assert function.__doc__ and "Returns" in function.__doc__, exercise.name
         # every exercise has a correct solution and at least one planted bug in the tests
         assert (SOLUTIONS / f"correct_{exercise.name}.py").is_file()
@@ -100,44 +99,50 @@ def test_cases_cover_edge_cases():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_untouched_stub_is_not_implemented(name, capsys):
+def test_untouched_stub_is_not_implemented(name):
     exercise = get_exercise(name)
     report, text = _check(name)
     assert report.status == "not started" and not report.ok
     expected = f"not implemented yet: fill in {exercise.function}() in "
-    assert expected in text and exercise.stub in text
-
-    assert main(["check", name]) == 1
-    printed = capsys.readouterr()
-    assert expected in printed.out and "Result: FAIL (not started)" in printed.out
-    assert "Traceback" not in printed.out + printed.err
+    assert expected in text and exercise.stub in text and "Result: FAIL (not started)" in text
 
 
 # ---------------------------------------------------------------------------- solutions
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_correct_solution_passes(name, capsys):
+def test_correct_solution_passes(name):
     path = SOLUTIONS / f"correct_{name}.py"
     report, text = _check(name, path)
     assert report.ok, text
-    assert report.total >= 5 and "FAIL" not in text and "Result: PASS" in text
-
-    assert main(["check", name, "--file", str(path)]) == 0
-    assert f"Result: PASS (all {report.total} checks passed)" in capsys.readouterr().out
+    assert report.total >= 5 and "FAIL" not in text
+    assert f"Result: PASS (all {report.total} checks passed)" in text
 
 
 @pytest.mark.parametrize("filename", sorted(WRONG))
-def test_planted_bug_fails_with_a_helpful_message(filename, capsys):
+def test_planted_bug_fails_with_a_helpful_message(filename):
     name, hint, mismatch = WRONG[filename]
     report, text = _check(name, SOLUTIONS / filename)
     assert not report.ok and report.status == "failing", text
     assert hint in " ".join(text.split()), text  # hints are wrapped over several lines
     assert mismatch in text
-    assert "FAIL" in text and "Traceback" not in text
+    assert "Result: FAIL" in text and "Traceback" not in text
 
-    assert main(["check", name, "--file", str(SOLUTIONS / filename)]) == 1
+
+def test_exit_codes_of_the_check_command(capsys):
+    """0 only when every check passed: a stub, a correct and a wrong solution."""
+    assert main(["check", "sigmoid_backward"]) == 1
+    printed = capsys.readouterr()
+    assert "Result: FAIL (not started)" in printed.out
+    assert "Traceback" not in printed.out + printed.err
+    path = SOLUTIONS / "correct_sigmoid_backward.py"
+    assert main(["check", "sigmoid_backward", "--file", str(path)]) == 0
+    assert "Result: PASS (all " in capsys.readouterr().out
+    path = SOLUTIONS / "wrong_sigmoid_backward_not_weighted.py"
+    assert main(["check", "sigmoid_backward", "--file", str(path), "--timeout", "5"]) == 1
     assert "Result: FAIL" in capsys.readouterr().out
+    assert main(["check", "sigmoid_backward", "--timeout", "-1"]) == 2
+    assert "--timeout must be a positive number" in capsys.readouterr().err
 
 
 def test_mismatch_report_names_index_expected_got_and_relative_error():
@@ -252,7 +257,7 @@ def test_partly_implemented_wrong_signature_and_sibling_imports(tmp_path):
         "        raise NotImplementedError\n"
         "    return minires_im2col(x, kernel_h, kernel_w, stride)\n"))
     report, text = _check("im2col", partial)
-    assert report.status == "failing" and 0 < report.passed < report.total
+    assert report.status == "failing" and 0 < report.n_passed < report.total
     assert "not implemented yet: fill in im2col()" in text
 
     signature = _write(tmp_path, "signature.py", "def im2col(x, kernel_h, kernel_w):\n"
@@ -330,36 +335,131 @@ HINTS = {"mismatch": "grad_x = grad_y where x > 0, else 0."}
 
 
 @pytest.fixture
-def extra_catalog(tmp_path, monkeypatch):
-    """A catalog with one more module, as a teacher would add it."""
+def extra_catalog(tmp_path):
+    """A course's folder with one more exercise module, as a teacher would add it."""
     folder = tmp_path / "catalog"
     folder.mkdir()
-    monkeypatch.setattr(catalog, "__path__", [*catalog.__path__, str(folder)])
-    yield folder
-    for name in list(sys.modules):
-        if name.startswith(f"{catalog.__name__}.") and name.split(".")[-1] in (
-                "relu_backward_extra", "broken_extra"):
-            del sys.modules[name]
-    importlib.invalidate_caches()
+    return folder
 
 
 def test_a_teacher_adds_an_exercise_with_one_file(extra_catalog, tmp_path):
     (extra_catalog / "relu_backward_extra.py").write_text(NEW_EXERCISE)
-    exercises, broken = load_catalog()
+    exercises, broken = load_catalog([extra_catalog])
     assert exercises[0].name == "relu_backward_extra" and not broken
+    assert "relu_backward_extra" not in [e.name for e in load_catalog()[0]]  # package untouched
     good = _write(tmp_path, "good.py", "def relu_backward(grad_y, x):\n"
                                        "    return grad_y * (x > 0)\n")
-    report, text = _check("relu_backward_extra", good)
-    assert report.ok and report.total == 3, text
+    report, text = _check("relu_backward_extra", good, catalogs=[extra_catalog])
+    assert report.passed and report.total == 3, text
     bad = _write(tmp_path, "bad.py", "def relu_backward(grad_y, x):\n    return grad_y\n")
-    report, text = _check("relu_backward_extra", bad)
-    assert not report.ok and "grad_x = grad_y where x > 0, else 0." in text
+    report, text = _check("relu_backward_extra", bad, catalogs=[extra_catalog])
+    assert not report.passed and "grad_x = grad_y where x > 0, else 0." in text
 
 
 def test_a_broken_exercise_definition_does_not_hide_the_others(extra_catalog, capsys):
     (extra_catalog / "broken_extra.py").write_text("NAME = 'broken_extra'\n")
-    exercises, broken = load_catalog()
+    exercises, broken = load_catalog([extra_catalog])
     assert len(exercises) == len(NAMES)
     assert broken and broken[0][0] == "broken_extra" and "must define" in broken[0][1]
-    main(["check", "--list"])
+    main(["check", "--list", "--catalog", str(extra_catalog)])
     assert "BROKEN EXERCISE DEFINITION" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- a safe checker
+
+IM2COL = (SOLUTIONS / "correct_im2col.py").read_text()
+STEAL = ("import minires.kernels.conv as conv\n\n\n"
+         "def im2col(x, kernel_h, kernel_w, stride=1, padding=0):\n"
+         "    return x.reshape(len(x), -1)\n\n\n"
+         "conv.im2col = im2col  # the reference, replaced by a wrong solution\n")
+
+
+def _pad_all(x, padding):  # a helper a notebook would define in another cell
+    return np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+
+
+def test_a_function_from_a_notebook_cell_is_checked_with_its_helpers():
+    def my_im2col(x, kernel_h, kernel_w, stride=1, padding=0):
+        n, c, h, w = x.shape
+        oh = (h + 2 * padding - kernel_h) // stride + 1
+        ow = (w + 2 * padding - kernel_w) // stride + 1
+        x_pad = _pad_all(x, padding)
+        rows = [x_pad[b, :, p * stride:p * stride + kernel_h, q * stride:q * stride + kernel_w]
+                .transpose(1, 2, 0).ravel() for b in range(n) for p in range(oh)
+                for q in range(ow)]
+        return np.array(rows, dtype=x.dtype)
+
+    report, text = _check("im2col", my_im2col)
+    assert report.passed and report.total == 7, text
+    assert "checking im2col() in your code" in text
+
+    def sigmoid_backward(grad_y, y):
+        return grad_y * y  # forgot (1 - y)
+
+    report, text = _check("sigmoid_backward", sigmoid_backward)
+    assert not report.passed and report.status == "failing" and "first difference" in text
+    assert [r.passed for r in report.results].count(True) < report.total
+    with pytest.raises(TypeError, match="defined with `def`"):
+        check("sigmoid_backward", lambda grad_y, y: grad_y, quiet=True)
+    with pytest.raises(TypeError, match="function or the path"):
+        check("sigmoid_backward", 42, quiet=True)
+
+
+def test_an_endless_loop_times_out_and_the_rest_is_not_run(tmp_path):
+    path = _write(tmp_path, "loop.py", "def sigmoid_backward(grad_y, y):\n"
+                                       "    while True:\n        pass\n")
+    out = io.StringIO()
+    report = check("sigmoid_backward", path, timeout=2, out=out)
+    text = out.getvalue()
+    assert report.status == "timeout" and not report.passed, text
+    assert report.results[0].kind == "timeout" and "did not finish within 2 s" in text
+    assert all(r.kind == "not_run" for r in report.results[1:]) and report.n_passed == 0
+    assert "loop that never ends" in text
+    assert report.seconds < 30  # stopped, not waited for (a generous bound on a busy machine)
+
+
+def test_sys_exit_in_the_function_or_the_file_is_a_failure(tmp_path, capsys):
+    path = _write(tmp_path, "quit.py", "import sys\n\n\ndef sigmoid_backward(grad_y, y):\n"
+                                       "    sys.exit(0)\n")
+    report, text = _check("sigmoid_backward", path)
+    assert not report.passed and report.n_passed == 0, text
+    assert "your code called sys.exit(0)" in text and "quit.py:5" in text
+    assert main(["check", "sigmoid_backward", "--file", str(path)]) == 1  # not 0
+
+    at_import = _write(tmp_path, "quit_early.py", "import sys\nsys.exit(0)\n")
+    report, text = _check("sigmoid_backward", at_import)
+    assert report.status == "cannot load" and "SystemExit" in text
+    dies = _write(tmp_path, "dies.py", "import os\n\n\ndef sigmoid_backward(grad_y, y):\n"
+                                       "    os._exit(0)\n")
+    report, text = _check("sigmoid_backward", dies)
+    assert not report.passed and report.results[0].kind == "crash", text
+    assert "ended while your function was running (exit code 0)" in text
+
+
+def test_a_submission_that_changes_minires_fails(tmp_path):
+    path = _write(tmp_path, "steal.py", STEAL)
+    report, text = _check("im2col", path)
+    assert not report.passed and report.kind == "tamper", text
+    assert "your code changed minires itself: minires.kernels.conv.im2col" in text
+    # the same change made during a call, after a correct first answer
+    sneaky = _write(tmp_path, "sneaky.py", IM2COL + (
+        "\n\ndef _wrong(x, *args, **kwargs):\n    return x\n\n\n"
+        "_correct = im2col\n\n\n"
+        "def im2col(x, kernel_h, kernel_w, stride=1, padding=0):\n"
+        "    import minires.kernels.conv\n"
+        "    minires.kernels.conv.im2col = _wrong\n"
+        "    return _correct(x, kernel_h, kernel_w, stride, padding)\n"))
+    report, text = _check("im2col", sneaky)
+    assert not report.passed and report.results[0].kind == "tamper", text
+    assert all(r.kind == "not_run" for r in report.results[1:])
+    # and the checker's own process was never touched
+    from minires.kernels import conv
+    assert conv.im2col.__module__ == "minires.kernels.conv"
+
+
+def test_a_students_prints_are_passed_on(tmp_path):
+    path = _write(tmp_path, "chatty.py", "def sigmoid_backward(grad_y, y):\n"
+                                         "    print('shape is', y.shape)\n"
+                                         "    return grad_y * y * (1 - y)\n")
+    report, text = _check("sigmoid_backward", path)
+    assert report.passed and "shape is (5,)" in text

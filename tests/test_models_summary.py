@@ -88,3 +88,34 @@ def test_registry_builds_every_name():
     assert model.conv1.in_channels == 1 and model.widths == (8, 16, 32)
     with pytest.raises(ValueError, match="unknown model 'resnet21'.*resnet20"):
         get_model("resnet21")
+
+
+def test_compact_view_groups_rows_by_stage_and_keeps_the_totals():
+    model = get_model("resnet20", in_channels=1, widths=(4, 8, 16))
+    full = summary(model, (1, 28, 28), print_fn=None)
+    lines = []
+    info = summary(model, (1, 28, 28), print_fn=lines.append, depth=1)
+    assert info.layers == full.layers  # the rows are kept; only the printed view changes
+    stages = info.stages(1)
+    assert [st.name for st in stages] == ["conv1", "bn1", "relu", "layer1", "layer2",
+                                          "layer3", "avgpool", "fc"]
+    assert sum(st.params for st in stages) == info.total_params
+    assert sum(st.macs for st in stages) == info.macs
+    assert sum(st.calls for st in stages) == len(info.layers)
+    layer2 = stages[4]
+    assert layer2.type == "Sequential (3 BasicBlock)" and layer2.output_shape == (8, 14, 14)
+    assert layer2.macs == sum(r.macs for r in info.layers if r.name.startswith("layer2."))
+    text = lines[0]
+    assert len(text.splitlines()) == 2 + 8 + 1 + 4  # header, rows, rule, totals
+    assert f"total params:     {info.total_params:,}" in text and "Sequential" in text
+    blocks = info.stages(2)
+    assert [st.name for st in blocks][3:6] == ["layer1.0", "layer1.1", "layer1.2"]
+    assert "PadShortcut" in blocks[6].type  # layer2.0 downsamples through option A
+    with pytest.raises(ValueError, match="depth"):
+        summary(model, (1, 28, 28), print_fn=None, depth=0)
+
+
+def test_a_second_call_of_a_layer_is_marked_in_the_full_table():
+    info = summary(Tiny(), (3, 10, 10), print_fn=None)
+    assert [row.call for row in info.layers] == [1, 1, 1, 2, 1, 1]
+    assert "relu [call 2]" in info.table() and info.table().count("relu [call") == 1

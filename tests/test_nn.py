@@ -212,3 +212,88 @@ def test_forward_hooks_see_outputs_and_can_be_removed():
     with net.fc.register_forward_hook(lambda m, i, out: out * 0):
         assert (net(minires.randn(2, 1, 3, 3)).numpy() == 0).all()
     assert (net(minires.randn(2, 1, 3, 3)).numpy() != 0).any()
+
+
+# ------------------------------------------------------------------------ dtypes, zero sizes
+
+
+def test_parameter_and_input_dtypes_must_match_with_one_wording():
+    x64 = minires.tensor(np.random.default_rng(0).standard_normal((2, 3, 4, 4)))
+    layers = {"conv2d": (nn.Conv2d(3, 2, 1), x64), "linear": (nn.Linear(4, 2), x64),
+              "batch_norm": (nn.BatchNorm2d(3), x64)}
+    messages = []
+    for op, (layer, x) in layers.items():
+        with pytest.raises(TypeError) as info:
+            layer(x)
+        messages.append(str(info.value).replace(op, "OP"))
+        assert str(info.value).startswith(f"{op}: input dtype float64 does not match the "
+                                          "parameters' dtype float32 (weight)")
+    assert len(set(messages)) == 1  # one check, one wording
+    # the other way round, and an integer input, too
+    with pytest.raises(TypeError, match="float32 does not match .* float64"):
+        nn.Linear(3, 2).to(dtype="float64")(minires.randn(2, 3))
+    with pytest.raises(TypeError, match="floating-point.*int64"):
+        nn.Linear(2, 2)(minires.tensor([[1, 2]]))
+    with pytest.raises(TypeError, match="running_mean"):
+        nn.BatchNorm2d(3, affine=False).eval()(x64)
+    assert nn.Linear(4, 2).to(dtype="float64")(x64).dtype == np.float64  # matching: fine
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_zero_sized_layers_build_as_in_torch(torch):
+    torch_nn = torch.nn
+    for ours, theirs, x_shape in [
+        (nn.Linear(0, 2), torch_nn.Linear(0, 2), (3, 0)),
+        (nn.Linear(2, 0), torch_nn.Linear(2, 0), (3, 2)),
+    ]:
+        assert ours.weight.shape == tuple(theirs.weight.shape)
+        y = ours(minires.zeros(*x_shape))
+        assert y.shape == tuple(theirs(torch.zeros(*x_shape)).shape)
+    assert not nn.Linear(0, 2).bias.numpy().any()  # bound 0, as torch
+    conv = nn.Conv2d(0, 4, 3)  # no input channels: the output is the bias
+    assert conv.weight.shape == (4, 0, 3, 3)
+    y = conv(minires.zeros(2, 0, 5, 5))
+    assert y.shape == (2, 4, 3, 3) and not y.numpy().any()
+    for layer in (nn.Conv2d(3, 0, 3), nn.BatchNorm2d(0)):
+        assert layer.weight.shape[0] == 0  # builds, as torch; running it says why not
+    with pytest.raises(ValueError, match="out_channels must be >= 1"):
+        nn.Conv2d(3, 0, 3)(minires.zeros(1, 3, 5, 5))
+    with pytest.raises(ValueError, match="num_features must be >= 1"):
+        nn.BatchNorm2d(0)(minires.zeros(2, 0, 3, 3))
+
+
+@pytest.mark.parametrize("build, argument", [
+    (lambda: nn.Conv2d(3, 4, 0), "kernel_size"),
+    (lambda: nn.Conv2d(3, 4, 3, stride=0), "stride"),
+    (lambda: nn.Conv2d(3, 4, 3, padding=-1), "padding"),
+    (lambda: nn.Conv2d(3, 4, 3, dilation=0), "dilation"),
+    (lambda: nn.Conv2d(-1, 4, 3), "in_channels"),
+    (lambda: nn.Conv2d(3, 2.5, 3), "out_channels"),
+    (lambda: nn.Conv2d(3, 4, (3, 3, 3)), "kernel_size"),
+    (lambda: nn.Linear(-1, 2), "in_features"),
+    (lambda: nn.Linear(2, "3"), "out_features"),
+    (lambda: nn.BatchNorm2d(-1), "num_features"),
+    (lambda: nn.MaxPool2d(0)(minires.zeros(1, 1, 4, 4)), "kernel_size"),
+    (lambda: nn.AvgPool2d(2, stride=-1)(minires.zeros(1, 1, 4, 4)), "stride"),
+])
+def test_bad_layer_arguments_are_named(build, argument):
+    with pytest.raises((ValueError, TypeError), match=argument):
+        build()
+
+
+def test_init_leaves_zero_element_tensors_alone():
+    for shape in [(4, 0, 3, 3), (0, 3, 3, 3), (0, 0)]:
+        w = nn.Parameter(np.zeros(shape, dtype=np.float32))
+        for fill in (nn.init.kaiming_normal_, nn.init.kaiming_uniform_,
+                     nn.init.xavier_uniform_, nn.init.xavier_normal_):
+            assert fill(w) is w
+    w = nn.Parameter(np.zeros((0, 3, 3, 3), dtype=np.float32))
+    nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")  # fan_out 0: no error
+
+
+def test_model_with_a_zero_width_builds_and_says_why_it_cannot_run():
+    from minires import models
+
+    model = models.get_model("resnet20", num_classes=10, widths=(0, 16, 32))
+    with pytest.raises(ValueError, match="out_channels"):
+        model(minires.randn(2, 3, 8, 8))

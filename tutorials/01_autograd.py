@@ -30,6 +30,14 @@
 # (`jupytext --to notebook tutorials/01_autograd.py`).  Figures are written to the folder
 # `$MINIRES_TUTORIAL_OUT` (default `tutorial-out/`).
 
+# %% [markdown]
+# **Open the source.** `minires/autograd.py`: `Function.__call__` records the graph,
+# `Tensor.backward` and `run_backward` run the chain rule, `_topological_order` decides
+# the order; the operations themselves (`Mul`, `Sigmoid`, ...) are in `minires/ops/arithmetic.py`.
+# **In the paper** (He et al., *Deep Residual Learning for Image Recognition*, arXiv
+# [1512.03385](https://arxiv.org/abs/1512.03385)) every network is trained by SGD on
+# gradients computed exactly like this: §3.4 (Implementation).
+
 # %%
 import math
 import os
@@ -44,6 +52,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import minires
+import minires.viz
 
 # Size switch: "normal" for class, "small" for a quick check (the tests use "small").
 SIZE = os.environ.get("MINIRES_TUTORIAL_SIZE", "normal")
@@ -131,8 +140,9 @@ print(f"|autograd - hand| = {diff:.1e}")
 # `generation` counts how far a tensor is from the leaves: a function's outputs get
 # `1 + max(generation of its inputs)`.
 #
-# We rebuild the chain (the first `backward()` freed the graph to save memory) and walk it
-# from the loss down to the leaves.
+# We rebuild the chain (the first `backward()` freed the graph to save memory), draw it
+# with `minires.viz.draw_graph` (`minires.viz.to_dot` gives the same graph as Graphviz
+# text) and walk it from the loss down to a leaf.
 
 # %%
 z_t = w_t * x_t + b_t
@@ -143,21 +153,34 @@ L_t = (s_t - t_t) ** 2
 L_t.name = "L"
 
 
-def show_graph(tensor, depth=0):
-    """Print a tensor, the function that made it, and (indented) that function's inputs."""
-    label = tensor.name or ("(constant)" if not tensor.requires_grad else "(unnamed)")
-    if tensor.creator is None:
-        kind = "leaf, requires_grad" if tensor.requires_grad else "leaf, constant"
-        print(f"{'    ' * depth}{label} = {tensor.item():.4f}   [{kind}]   "
-              f"generation {tensor.generation}")
-        return
-    print(f"{'    ' * depth}{label} = {tensor.item():.4f}   made by "
-          f"{type(tensor.creator).__name__:8s} generation {tensor.generation}")
-    for parent in tensor.creator.inputs:
-        show_graph(parent, depth + 1)
+# minires.viz draws the recorded graph: boxes are tensors (name, shape, dtype), grey
+# ellipses the Functions that made them, arrows the forward pass.
+save(minires.viz.draw_graph(L_t), "01_graph.png")
+tensor = L_t
+while tensor.creator is not None:  # follow the first input of each Function to a leaf
+    print(f"{tensor.name or '(unnamed)':10s} made by {type(tensor.creator).__name__:8s} "
+          f"generation {tensor.generation}")
+    tensor = tensor.creator.inputs[0]
+print(f"{tensor.name:10s} a leaf (creator None)   generation {tensor.generation}")
 
+# %% [markdown]
+# **Predict before you run.** Call `L.backward(retain_graph=True)` on the graph above
+# (`retain_graph` keeps the graph for drawing). Which boxes will show a gradient `|grad|`:
+# `w` and `b`, also `x` and `t`, or every tensor, including `z` and `s`? Write down your
+# guess, then run the next two cells.
 
-show_graph(L_t)
+# %%
+for leaf in (w_t, b_t):
+    leaf.zero_grad()  # 1.2 already filled them: backward ADDS to .grad
+L_t.backward(retain_graph=True)
+save(minires.viz.draw_graph(L_t), "01_graph_with_gradients.png")
+
+# %%
+assert w_t.grad is not None and b_t.grad is not None
+assert x_t.grad is None and t_t.grad is None  # constants: requires_grad=False
+assert z_t.grad is None and s_t.grad is None  # intermediates: only with retain_grad()
+print("✓ only the leaves that require grad keep a gradient "
+      f"(|dL/dw| = {abs(w_t.grad.item()):.4f}); call retain_grad() to keep an intermediate's")
 
 # %% [markdown]
 # ## 1.4 In which order does backward visit the graph?
@@ -315,3 +338,28 @@ save(fig, "01_finite_difference_error.png")
 # | backpropagation | 反向传播 |
 # | computational graph | 计算图 |
 # | gradient check | 梯度检验 |
+
+# %% [markdown]
+# ## Your turn: `matmul_backward`
+#
+# Write the backward pass of `y = a @ b`: `grad_a = grad_y @ b^T` and `grad_b = a^T @
+# grad_y`. When `a` or `b` was broadcast over leading batch axes, its gradient is the SUM
+# over the copies (the rule of 1.4: a value used several times adds up its gradients).
+# Return `(grad_a, grad_b)`, shaped like `a` and `b`.
+#
+# Replace `raise NotImplementedError` with your code and run the cell, then run the check
+# below. The checker runs your function **in a separate process** on several inputs (edge
+# cases and a float32 one), compares it with minires's own kernel and explains the first
+# value that differs. It says "not started" until you write something. The full exercise,
+# with a longer docstring and hints, is `tutorials/exercises/matmul_backward.py` (`python
+# -m minires check matmul_backward` checks that file).
+
+# %%
+def matmul_backward(grad_y, a, b):
+    """Gradients of y = a @ b: return (grad_a, grad_b), shaped like a and b."""
+    raise NotImplementedError  # your code here: see tutorials/exercises/matmul_backward.py
+
+# %%
+from minires.exercises import check
+
+result = check("matmul_backward", matmul_backward)

@@ -26,6 +26,15 @@
 # 3. sweep the depth of real MLPs on MNIST digits and compare per-layer gradient norms for
 #    sigmoid, tanh and ReLU units with three initialisations: N(0, 1), Xavier and He.
 
+# %% [markdown]
+# **Open the source.** `minires/kernels/activation.py`: `sigmoid_forward` and
+# `sigmoid_backward` (the factor $y(1-y)$ you will see shrink), `tanh_backward`,
+# `relu_backward`; the initialisations are in `minires/nn/init.py` (`xavier_normal_`,
+# `kaiming_normal_`). **In the paper** (He et al., *Deep Residual Learning for Image
+# Recognition*, arXiv [1512.03385](https://arxiv.org/abs/1512.03385)): §1 (Introduction),
+# where vanishing/exploding gradients are said to be "largely addressed by normalized
+# initialization and intermediate normalization layers"; tutorial 6 shows what remains.
+
 # %%
 import os
 import sys
@@ -100,6 +109,24 @@ ax.set_xlabel("z")
 ax.legend()
 ax.set_title("Derivatives from autograd")
 save(fig, "02_sigmoid_derivative.png")
+
+# %% [markdown]
+# **Predict before you run.** Ten sigmoids in a row, $y = \sigma(\sigma(\dots\sigma(h)))$,
+# starting at $h = 0$. Each step multiplies the gradient by $\sigma'(z) \le 1/4$. How
+# small can $dy/dh$ be at most: about 0.1, about $10^{-3}$ or about $10^{-6}$? Guess, then
+# run.
+
+# %%
+h = minires.tensor(0.0, dtype="float64", requires_grad=True)
+out = h
+for _ in range(10):
+    out = out.sigmoid()
+out.backward()
+print(f"dy/dh through 10 sigmoids = {h.grad.item():.2e}   (1/4)^10 = {0.25 ** 10:.2e}")
+
+# %%
+assert 0 < h.grad.item() <= 0.25 ** 10
+print("✓ at least a factor 4 lost per sigmoid: 10 layers leave less than one millionth")
 
 # %% [markdown]
 # ## 2.2 A chain of one-neuron layers
@@ -297,3 +324,26 @@ save(fig, "02_mlp_gradient_norms.png")
 # | activation function | 激活函数 |
 # | initialisation | 初始化 |
 # | saturation | 饱和 |
+
+# %% [markdown]
+# ## Your turn: `sigmoid_backward`
+#
+# Write the sigmoid's backward pass from its forward output `y`: `grad_x = grad_y * y * (1
+# - y)`, elementwise, with the shape and dtype of `grad_y` (`y` is in (0, 1)).
+#
+# Replace `raise NotImplementedError` with your code and run the cell, then run the check
+# below. The checker runs your function **in a separate process** on several inputs (edge
+# cases and a float32 one), compares it with minires's own kernel and explains the first
+# value that differs. It says "not started" until you write something. The full exercise,
+# with a longer docstring and hints, is `tutorials/exercises/sigmoid_backward.py` (`python
+# -m minires check sigmoid_backward` checks that file).
+
+# %%
+def sigmoid_backward(grad_y, y):
+    """grad_x = grad_y * y * (1 - y): the sigmoid's backward pass from its output y."""
+    raise NotImplementedError  # your code here: see tutorials/exercises/sigmoid_backward.py
+
+# %%
+from minires.exercises import check
+
+result = check("sigmoid_backward", sigmoid_backward)

@@ -32,6 +32,14 @@
 # functions `im2col`, `col2im`, `weight_to_matrix`, `conv2d_naive`, `conv2d_forward` and
 # `conv2d_backward`, which work on plain NumPy arrays (no autograd).
 
+# %% [markdown]
+# **Open the source.** `minires/kernels/conv.py`: `im2col` (one screen, with the layout in
+# its docstring), `col2im`, `conv2d_forward` and `conv2d_backward` (one matrix product
+# each), and `conv2d_naive`, the loops they are tested against. **In the paper** (He et
+# al., *Deep Residual Learning for Image Recognition*, arXiv
+# [1512.03385](https://arxiv.org/abs/1512.03385)): §3.3 (Network Architectures), where the
+# networks are built from 3×3 convolutions and downsample with stride-2 convolutions.
+
 # %%
 import os
 import sys
@@ -172,6 +180,20 @@ print(cols_pad[:5])
 y_pad = (cols_pad @ w_mat.T).reshape(1, 4, 4, 1).transpose(0, 3, 1, 2)
 print(f"padding 1, im2col vs naive: max |difference| = "
       f"{np.abs(y_pad - conv2d_naive(x, w, padding=1)).max():.1e}")
+
+# %% [markdown]
+# **Predict before you run.** Two images of 3 channels, 5×5 pixels, a 3×3 kernel with
+# stride 2 and padding 1. What is the shape of the im2col matrix? (Rows: one per output
+# pixel, $N \cdot OH \cdot OW$ with $OH = (H + 2p - K) // s + 1$; columns: one per value
+# of a window.) Work it out, then run.
+
+# %%
+cols_predicted = im2col(np.zeros((2, 3, 5, 5)), 3, 3, stride=2, padding=1)
+print("im2col matrix shape:", cols_predicted.shape)
+
+# %%
+assert cols_predicted.shape == (2 * 3 * 3, 3 * 3 * 3)
+print("✓ OH = OW = (5 + 2 - 3) // 2 + 1 = 3, so 2*3*3 = 18 rows of 3*3*3 = 27 values")
 
 # %% [markdown]
 # The price of im2col is memory: every pixel is copied once for each window that
@@ -323,3 +345,28 @@ print(f"naive loops: {t_naive * 1e3:.1f} ms   im2col + matmul: {t_fast * 1e3:.2f
 # | receptive field | 感受野 |
 # | matrix multiplication | 矩阵乘法 |
 # | padding / stride | 填充 / 步幅 |
+
+# %% [markdown]
+# ## Your turn: `im2col`
+#
+# Write im2col in minires's layout: `x` of shape `(N, C, H, W)` becomes `cols` of shape
+# `(N*OH*OW, KH*KW*C)` with `cols[(n*OH + oh)*OW + ow, (i*KW + j)*C + c] = x_pad[n, c,
+# oh*stride + i, ow*stride + j]`: one row per output pixel, and the channel LAST inside a
+# row. Keep `x`'s dtype.
+#
+# Replace `raise NotImplementedError` with your code and run the cell, then run the check
+# below. The checker runs your function **in a separate process** on several inputs (edge
+# cases and a float32 one), compares it with minires's own kernel and explains the first
+# value that differs. It says "not started" until you write something. The full exercise,
+# with a longer docstring and hints, is `tutorials/exercises/im2col.py` (`python -m
+# minires check im2col` checks that file).
+
+# %%
+def im2col(x, kernel_h, kernel_w, stride=1, padding=0):
+    """x (N, C, H, W) -> cols (N*OH*OW, KH*KW*C), channels last inside a row."""
+    raise NotImplementedError  # your code here: see tutorials/exercises/im2col.py
+
+# %%
+from minires.exercises import check
+
+result = check("im2col", im2col)

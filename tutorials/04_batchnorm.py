@@ -30,6 +30,14 @@
 # The kernels are `batch_norm_forward` and `batch_norm_backward` in
 # `minires/kernels/norm.py` (plain NumPy arrays); the layer is `minires.nn.BatchNorm2d`.
 
+# %% [markdown]
+# **Open the source.** `minires/kernels/norm.py`: `batch_norm_forward` (the formulas and
+# the running-statistics convention in its docstring) and `batch_norm_backward` (the
+# compact formula derived below); the layer is `BatchNorm2d` in `minires/nn/layers.py`.
+# **In the paper** (He et al., *Deep Residual Learning for Image Recognition*, arXiv
+# [1512.03385](https://arxiv.org/abs/1512.03385)): §3.4 (Implementation), "we adopt batch
+# normalization (BN) right after each convolution and before activation".
+
 # %%
 import os
 import sys
@@ -100,6 +108,23 @@ print("per-feature mean before:", np.round(mu, 3), "  std before:", np.round(np.
 print("per-feature mean of x_hat:", np.round(x_hat.mean(axis=0), 12),
       "  std of x_hat:", np.round(x_hat.std(axis=0), 6))
 print(f"forward: by hand vs kernel, max |difference| = {np.abs(y_hand - y_kernel).max():.1e}")
+
+# %% [markdown]
+# **Predict before you run.** Normalise a batch of 64 images with 4 channels in training
+# mode, with γ = 1 and β = 0. Each channel's values came with a different mean and spread.
+# What will the mean and the standard deviation of each output channel be, over the batch
+# and the pixels?
+
+# %%
+images = rng.normal(loc=3.0, scale=[[[[0.5]], [[2.0]], [[5.0]], [[10.0]]]], size=(64, 4, 3, 3))
+y_pred, _ = batch_norm_forward(images, np.ones(4), np.zeros(4), None, None, training=True)
+channel_mean = y_pred.mean(axis=(0, 2, 3))
+channel_std = y_pred.std(axis=(0, 2, 3))
+print("output mean per channel:", np.round(channel_mean, 6), " std:", np.round(channel_std, 4))
+
+# %%
+assert np.allclose(channel_mean, 0, atol=1e-9) and np.allclose(channel_std, 1, atol=1e-3)
+print("✓ mean 0 and std 1 in every channel, whatever the input's scale (std a hair under 1: ε)")
 
 # %% [markdown]
 # Feature 1 has a tiny spread (std ≈ 0.07), so $\varepsilon = 10^{-5}$ is not negligible
@@ -322,3 +347,28 @@ except ValueError as err:
 # | batch normalization | 批量归一化 |
 # | running mean / variance | 滑动平均 / 方差 |
 # | training mode / evaluation mode | 训练模式 / 评估模式 |
+
+# %% [markdown]
+# ## Your turn: `batchnorm_backward`
+#
+# Write BatchNorm's backward pass in training mode.  Per channel, over its `m` values:
+# `grad_x = gamma / (m * sqrt(var + eps)) * (m * grad_y - sum(grad_y) - x_hat * sum(grad_y
+# * x_hat))`, `grad_gamma = sum(grad_y * x_hat)`, `grad_beta = sum(grad_y)`. Return
+# `(grad_x, grad_gamma, grad_beta)`; `x` is `(N, C)` or `(N, C, H, W)`.
+#
+# Replace `raise NotImplementedError` with your code and run the cell, then run the check
+# below. The checker runs your function **in a separate process** on several inputs (edge
+# cases and a float32 one), compares it with minires's own kernel and explains the first
+# value that differs. It says "not started" until you write something. The full exercise,
+# with a longer docstring and hints, is `tutorials/exercises/batchnorm_backward.py`
+# (`python -m minires check batchnorm_backward` checks that file).
+
+# %%
+def batchnorm_backward(grad_y, x, gamma, eps=1e-5):
+    """BatchNorm backward (training mode): return (grad_x, grad_gamma, grad_beta)."""
+    raise NotImplementedError  # your code here: see tutorials/exercises/batchnorm_backward.py
+
+# %%
+from minires.exercises import check
+
+result = check("batchnorm_backward", batchnorm_backward)

@@ -27,6 +27,15 @@
 # 3. assemble a small CNN, look at its `summary()`, and train it on the embedded MNIST
 #    subset for a few hundred steps with a plain training loop.
 
+# %% [markdown]
+# **Open the source.** `minires/kernels/pool.py`: `max_pool2d_forward` (it returns the
+# argmax the backward pass needs), `max_pool2d_backward`, `avg_pool2d_forward` and
+# `global_avg_pool_forward`; the small CNN is built from `minires/nn/layers.py`. **In the
+# paper** (He et al., *Deep Residual Learning for Image Recognition*, arXiv
+# [1512.03385](https://arxiv.org/abs/1512.03385)): §3.3 (Network Architectures), where the
+# network "ends with a global average pooling layer and a 1000-way fully-connected layer
+# with softmax".
+
 # %%
 import os
 import sys
@@ -92,6 +101,21 @@ y.backward(upstream)
 print("input:\n", x.numpy()[0, 0])
 print("max pool 2x2:\n", y.numpy()[0, 0])
 print("gradient w.r.t. the input (upstream 1, 2, 3, 4):\n", x.grad.numpy()[0, 0])
+
+# %% [markdown]
+# **Predict before you run.** Max-pool a random 6×6 image with a 2×2 window and stride 2
+# and send an upstream gradient of 1 to every output. How many of the 36 input pixels
+# receive a non-zero gradient?
+
+# %%
+image = minires.tensor(np.random.default_rng(5).standard_normal((1, 1, 6, 6)), requires_grad=True)
+F.max_pool2d(image, kernel_size=2).sum().backward()
+winners = int((image.grad.numpy() != 0).sum())
+print(f"pixels with a gradient: {winners} of 36")
+
+# %%
+assert winners == 9  # (6 // 2) ** 2 windows, one winner each (random values: no ties)
+print("✓ one pixel per window: 9 of 36 get the gradient, the other 27 get exactly 0")
 
 # %% [markdown]
 # ## 5.2 Average pooling and global average pooling
@@ -244,3 +268,28 @@ save(fig, "05_cnn_training.png")
 # | global average pooling | 全局平均池化 |
 # | feature map | 特征图 |
 # | forward hook | 前向钩子 |
+
+# %% [markdown]
+# ## Your turn: `max_pool2d_backward`
+#
+# Write the gradient of max pooling with respect to its input `x` `(N, C, H, W)`: each
+# output's gradient goes to the position of its window's maximum (the FIRST one in
+# row-major order when several tie), and overlapping windows ADD their gradients. Return
+# `grad_x`.
+#
+# Replace `raise NotImplementedError` with your code and run the cell, then run the check
+# below. The checker runs your function **in a separate process** on several inputs (edge
+# cases and a float32 one), compares it with minires's own kernel and explains the first
+# value that differs. It says "not started" until you write something. The full exercise,
+# with a longer docstring and hints, is `tutorials/exercises/max_pool_backward.py`
+# (`python -m minires check max_pool_backward` checks that file).
+
+# %%
+def max_pool2d_backward(grad_y, x, kernel_size, stride, padding=0):
+    """grad_x of max pooling: each output's gradient goes to its window's (first) maximum."""
+    raise NotImplementedError  # your code here: see tutorials/exercises/max_pool_backward.py
+
+# %%
+from minires.exercises import check
+
+result = check("max_pool_backward", max_pool2d_backward)

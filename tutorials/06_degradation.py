@@ -33,6 +33,15 @@
 # In this tutorial you will train plain-20 and plain-56 (the CIFAR architectures of the
 # paper, made narrow) on a subset of MNIST for a few epochs and compare training curves.
 
+# %% [markdown]
+# **Open the source.** `minires/models/cifar.py`: `plain20`, `plain56` and `CifarResNet`,
+# the CIFAR networks of the paper ($6n + 2$ layers); `minires/train.py`:
+# `paper_cifar_recipe` (SGD, momentum 0.9, weight decay 1e-4, the step schedule). **In the
+# paper** (He et al., *Deep Residual Learning for Image Recognition*, arXiv
+# [1512.03385](https://arxiv.org/abs/1512.03385)): Fig. 1 and §1, where the degradation
+# problem is introduced; §4.1 (Table 2, Fig. 4 left: plain-18 vs plain-34 on ImageNet);
+# §4.2 (Fig. 6 left: plain nets on CIFAR-10).
+
 # %%
 import os
 import sys
@@ -99,6 +108,21 @@ for name in ("plain20", "plain56"):
           f"{model.num_parameters():,} parameters")
 
 # %% [markdown]
+# **Predict before you run.** The CIFAR networks have $6n + 2$ layers with weights: one
+# 3×3 convolution, three stages of $n$ blocks of two 3×3 convolutions, and the final
+# linear layer. How many `Conv2d` layers does plain-56 contain?
+
+# %%
+n = 9  # plain-56: 6n + 2 = 56
+plain56 = models.get_model("plain56", in_channels=1, widths=WIDTHS)
+conv_layers = sum(isinstance(m, nn.Conv2d) for m in plain56.modules())
+print(f"plain-56 has {conv_layers} Conv2d layers")
+
+# %%
+assert conv_layers == 1 + 3 * n * 2 == 55
+print("✓ 1 + 3 stages x 9 blocks x 2 = 55 convolutions, + 1 linear layer = 56")
+
+# %% [markdown]
 # ## 6.2 Gradients do not vanish here
 #
 # Before training, one batch forward and backward: the gradient norm of the first and of
@@ -129,18 +153,31 @@ for name in ("plain20", "plain56"):
 # same seed for both.  We record the loss and error of every training batch as it is
 # trained on, which is how the paper draws its training curves.
 #
+# This is the long cell (a minute or two at the normal size): a progress bar shows each
+# network's steps and its latest loss.
+#
 # As a preview of tutorial 7 we also train **ResNet-56**: exactly plain-56's layers plus
 # identity shortcuts (option A, no extra parameters).
 
 # %%
+def progress_bar(total, name):
+    """A tqdm progress bar, or None when tqdm is not installed."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=name, unit="step")
+
+
 def train(name):
     minires.manual_seed(SEED)
     model = models.get_model(name, in_channels=1, widths=WIDTHS)
     loader = DataLoader((x, y), BATCH, shuffle=True, drop_last=True, seed=SEED)
     optimizer, scheduler = paper_cifar_recipe(model, len(loader), EPOCHS)
     losses, errors, start = [], [], time.perf_counter()
+    bar = progress_bar(EPOCHS * len(loader), name)
     model.train()
-    for _ in range(EPOCHS):
+    for epoch in range(EPOCHS):
         for images, labels in loader:
             logits = model(minires.tensor(images))
             loss = F.cross_entropy(logits, labels)
@@ -150,6 +187,15 @@ def train(name):
             scheduler.step()
             losses.append(loss.item())
             errors.append(float(np.mean(logits.numpy().argmax(axis=1) != labels)))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        if bar is None:  # no tqdm: one line per epoch
+            print(f"  {name} epoch {epoch + 1}/{EPOCHS}: mean loss "
+                  f"{np.mean(losses[-len(loader):]):.3f} ({time.perf_counter() - start:.0f} s)",
+                  flush=True)
+    if bar is not None:
+        bar.close()
     seconds = time.perf_counter() - start
     print(f"{name}: {len(losses)} steps in {seconds:.1f} s")
     return np.array(losses), np.array(errors)
@@ -219,3 +265,28 @@ save(fig, "06_degradation_curves.png")
 # | plain network | 普通网络（无捷径） |
 # | overfitting | 过拟合 |
 # | optimisation difficulty | 优化困难 |
+
+# %% [markdown]
+# ## Your turn: `sgd_momentum_step`
+#
+# Write one step of the paper's optimiser, with PyTorch's formulas: `g = grad +
+# weight_decay * param`; `buf = g` on the first step (`momentum_buffer` is None), else
+# `buf = momentum * momentum_buffer + g`; `param = param - lr * buf`. Return `(param,
+# buf)` as new arrays, leaving the inputs unchanged.
+#
+# Replace `raise NotImplementedError` with your code and run the cell, then run the check
+# below. The checker runs your function **in a separate process** on several inputs (edge
+# cases and a float32 one), compares it with minires's own kernel and explains the first
+# value that differs. It says "not started" until you write something. The full exercise,
+# with a longer docstring and hints, is `tutorials/exercises/sgd_momentum.py` (`python -m
+# minires check sgd_momentum` checks that file).
+
+# %%
+def sgd_momentum_step(param, grad, momentum_buffer, lr, momentum, weight_decay):
+    """One SGD step with momentum and weight decay: return (new param, new buffer)."""
+    raise NotImplementedError  # your code here: see tutorials/exercises/sgd_momentum.py
+
+# %%
+from minires.exercises import check
+
+result = check("sgd_momentum", sgd_momentum_step)

@@ -32,6 +32,14 @@
 # 3. see what the shortcut does to gradients in a deep stack,
 # 4. compare the shortcut options A, B and C and their parameter counts.
 
+# %% [markdown]
+# **Open the source.** `minires/models/blocks.py`: `BasicBlock.forward` (one line for the
+# shortcut, $y = \mathrm{relu}(F(x) + x)$), `make_shortcut` and `PadShortcut` (options A,
+# B and C). **In the paper** (He et al., *Deep Residual Learning for Image Recognition*,
+# arXiv [1512.03385](https://arxiv.org/abs/1512.03385)): §3.1 (Residual Learning), §3.2
+# (Identity Mapping by Shortcuts, Eq. 1 and 2), Fig. 2 (the block), §4.1 "Identity vs.
+# Projection Shortcuts" (options A/B/C, Table 3).
+
 # %%
 import os
 import sys
@@ -120,6 +128,16 @@ stack = nn.Sequential(*[BasicBlock(CHANNELS, CHANNELS, zero_init_residual=True)
 out = stack(x)
 print(f"{BLOCKS} zero-init blocks: identity max |out - in| = "
       f"{np.abs(out.numpy() - x.numpy()).max()}")
+
+# %% [markdown]
+# **Predict, then check.** The cell above built blocks whose last γ is 0. For an input $x
+# \ge 0$, what is the largest difference between `block(x)` and `x`: about $10^{-3}$,
+# about $10^{-7}$ (rounding), or exactly 0?
+
+# %%
+gap = np.abs(stack(x).numpy() - x.numpy()).max()
+assert float(x.numpy().min()) >= 0 and gap == 0.0
+print(f"✓ exactly 0 ({gap}): F(x) = 0 * x_hat + 0 = 0 and relu(0 + x) = x for x >= 0")
 
 # %% [markdown]
 # The same trick in a **plain** block (no shortcut) is a disaster: $\gamma = 0$ makes
@@ -253,3 +271,36 @@ print(f"plain-20 has {plain_total:,} parameters: the same as ResNet-20 with opti
 # | identity mapping | 恒等映射 |
 # | shortcut connection | 捷径连接（快捷连接） |
 # | projection shortcut | 投影捷径 |
+
+# %% [markdown]
+# ## Your turn: `basic_block_forward`
+#
+# Write the forward pass of the paper's BasicBlock on NumPy arrays, with the option A
+# shortcut: `y = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, BatchNorm in
+# training mode. When the block halves the map (stride 2), the shortcut takes every second
+# pixel and appends zero channels. The kernels `conv2d_forward`, `batch_norm_forward` and
+# `relu_forward` may help.
+#
+# Replace `raise NotImplementedError` with your code and run the cell, then run the check
+# below. The checker runs your function **in a separate process** on several inputs (edge
+# cases and a float32 one), compares it with minires's own kernel and explains the first
+# value that differs. It says "not started" until you write something. The full exercise,
+# with a longer docstring and hints, is `tutorials/exercises/basic_block_forward.py`
+# (`python -m minires check basic_block_forward` checks that file).
+#
+# The kernels you may use (import them in your cell):
+#
+#     from minires.kernels.activation import relu_forward
+#     from minires.kernels.conv import conv2d_forward
+#     from minires.kernels.norm import batch_norm_forward
+
+# %%
+def basic_block_forward(x, conv1_weight, bn1_gamma, bn1_beta, conv2_weight, bn2_gamma,
+                        bn2_beta, stride=1):
+    """The BasicBlock's forward pass, option A shortcut: return y."""
+    raise NotImplementedError  # your code here: see tutorials/exercises/basic_block_forward.py
+
+# %%
+from minires.exercises import check
+
+result = check("basic_block_forward", basic_block_forward)

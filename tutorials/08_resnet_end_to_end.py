@@ -28,6 +28,14 @@
 # 4. measure the layer responses with forward hooks,
 # 5. see what would change on a GPU.
 
+# %% [markdown]
+# **Open the source.** `minires/models/cifar.py`: `CifarResNet` and `resnet20` (the
+# network in one class); `minires/models/summary.py`: `summary`; `minires/train.py`:
+# `Trainer`. **In the paper** (He et al., *Deep Residual Learning for Image Recognition*,
+# arXiv [1512.03385](https://arxiv.org/abs/1512.03385)): §4.2 (CIFAR-10 and Analysis): the
+# $6n + 2$-layer design, Table 6 (ResNet-20: 0.27M parameters, 8.75% error) and Fig. 7
+# (layer responses).
+
 # %%
 import os
 import sys
@@ -126,16 +134,30 @@ print(f"my ResNet-20 vs get_model('resnet20'): {mine.num_parameters():,} vs "
       f"{library.num_parameters():,} parameters, max |output difference| = {difference:.1e}")
 
 # %% [markdown]
+# **Predict before you run.** The paper's ResNet-20 (widths 16, 32, 64; 3 input channels,
+# 10 classes; option A shortcuts, which have no weights) is listed in Table 6 with how
+# many parameters: about 27 thousand, 0.27 million or 2.7 million?
+
+# %%
+paper_resnet20 = models.get_model("resnet20")
+print(f"ResNet-20 as in the paper: {paper_resnet20.num_parameters():,} parameters")
+
+# %%
+assert 0.265e6 < paper_resnet20.num_parameters() < 0.275e6
+print("✓ 0.27M, as in Table 6: almost all of it in the 3x3 convolutions of stage 3")
+
+# %% [markdown]
 # ## 8.2 `summary()`
 #
 # One zero image goes through the model with a forward hook on every leaf layer.  Read
 # the output shapes: 28×28 in stage 1, 14×14 in stage 2, 7×7 in stage 3, while the
 # channels double.  Halving the map and doubling the filters keeps the work per layer
 # roughly constant (the paper's design rule).  The multiply-add count is the paper's
-# "FLOPs".
+# "FLOPs".  `depth=1` prints one row per stage (the 62 rows of every layer call are still
+# in `info.layers`; `depth=2` gives one row per block, `depth=None` every layer).
 
 # %%
-info = summary(library, (1, 28, 28))
+info = summary(library, (1, 28, 28), depth=1)  # one row per stage; depth=None: every layer
 macs_per_stage = {stage: sum(row.macs for row in info.layers if row.name.startswith(stage))
                   for stage in ("layer1", "layer2", "layer3")}
 print("multiply-adds per stage:",

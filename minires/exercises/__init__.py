@@ -1,4 +1,4 @@
-"""Exercises: write a kernel yourself, then let ``python -m minires check NAME`` grade it.
+"""Exercises: write a kernel yourself, then let the checker grade it.
 
 Students: every exercise is one file in ``tutorials/exercises/`` holding a function stub
 (``raise NotImplementedError``) whose docstring gives the shapes and the formula.  Fill it
@@ -8,113 +8,90 @@ in, then run::
     python -m minires check im2col                     # grade tutorials/exercises/im2col.py
     python -m minires check im2col --file my_im2col.py # grade another file
 
-The checker compares your function with minires's own implementation on several random
-inputs (odd sizes, stride 2, padding, batch 1, ties ...), runs a numerical gradient check
-for backward passes, and says what differs and why it may differ.
+or, in a notebook, ``minires.exercises.check("im2col", im2col)`` with the function you wrote
+in a cell.  The checker compares your function with minires's own implementation on several
+random inputs (odd sizes, stride 2, padding, batch 1, ties ...), runs a numerical gradient
+check for backward passes, and says what differs and why it may differ.  Your code runs in
+its own process with a time limit, so an endless loop or ``sys.exit`` cannot hang or fool it.
 
-Teachers: an exercise is ONE module in ``minires/exercises/catalog/`` (found automatically)
-plus its stub in ``tutorials/exercises/``.  See ``minires/exercises/catalog/__init__.py``
-for what the module defines.
+Teachers: an exercise is ONE module in ``minires/exercises/catalog/`` (or in a course folder
+passed as ``--catalog DIR``) plus its stub; ``python -m minires grade`` grades a class.  See
+``docs/teaching.md``.
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import pkgutil
+import sys
+import tempfile
 from pathlib import Path
 
-from minires.exercises.checker import DEFAULT_TOLERANCE, GENERIC_HINTS, Case, GradCheck, check
-
-_REQUIRED = ("NAME", "TITLE", "STUB", "FUNCTION", "reference", "cases")
-
-#: Where the stubs live when minires runs from a checkout: <repo>/tutorials/exercises.
-PACKAGE_STUB_DIR = Path(__file__).resolve().parents[2] / "tutorials" / "exercises"
-
-
-class Exercise:
-    """An exercise module with defaults filled in (see the catalog's docstring)."""
-
-    def __init__(self, module):
-        missing = [a for a in _REQUIRED if not hasattr(module, a)]
-        if missing:
-            raise ValueError(f"{module.__name__} must define {', '.join(missing)}")
-        self.module = module
-        self.name: str = module.NAME
-        self.title: str = module.TITLE
-        self.order = getattr(module, "ORDER", 1000)
-        self.stub: str = module.STUB
-        self.function: str = module.FUNCTION
-        self.outputs: tuple = tuple(getattr(module, "OUTPUTS", ("result",)))
-        self.tolerance = {**DEFAULT_TOLERANCE, **getattr(module, "TOLERANCE", {})}
-        self.hints = {**GENERIC_HINTS, **getattr(module, "HINTS", {})}
-        self.reference = module.reference
-        self.diagnose = getattr(module, "diagnose", None)
-
-    def cases(self, rng):
-        return list(self.module.cases(rng))
-
-    def gradchecks(self, rng):
-        make = getattr(self.module, "gradchecks", None)
-        return [] if make is None else list(make(rng))
-
-    def stub_path(self) -> Path:
-        """The student's default file: in the checkout's ``tutorials/exercises`` when
-        minires runs from one, else in ``./tutorials/exercises``."""
-        packaged = PACKAGE_STUB_DIR / self.stub
-        if packaged.is_file():
-            return packaged
-        return Path("tutorials") / "exercises" / self.stub
-
-    def __repr__(self) -> str:
-        return f"Exercise({self.name!r})"
+from minires.exercises.checker import DEFAULT_TOLERANCE, GENERIC_HINTS, Case, GradCheck, evaluate
+from minires.exercises.registry import Exercise, exercise_names, get_exercise, load_catalog
+from minires.exercises.report import CaseResult, Report, display_path, format_report
+from minires.exercises.sandbox import DEFAULT_TIMEOUT, Sandbox
+from minires.exercises.source import function_file_text
 
 
-def load_catalog():
-    """``(exercises sorted by ORDER then NAME, [(module name, error), ...] for broken
-    modules)``; every module of ``minires.exercises.catalog`` is one exercise."""
-    from minires.exercises import catalog
+def check(name: str, solution=None, *, seed: int = 0, timeout: float = DEFAULT_TIMEOUT,
+          directory=None, catalogs=(), out=None, quiet: bool = False) -> Report:
+    """Check a solution of exercise ``name`` and return its :class:`Report`.
 
-    exercises, broken = [], []
-    for info in pkgutil.iter_modules(catalog.__path__):
-        if info.name.startswith("_"):
-            continue
-        try:
-            module = importlib.import_module(f"{catalog.__name__}.{info.name}")
-            exercises.append(Exercise(module))
-        except Exception as err:  # one broken definition must not hide the others
-            broken.append((info.name, f"{type(err).__name__}: {err}"))
-    names = [e.name for e in exercises]
-    for name in {n for n in names if names.count(n) > 1}:
-        broken.append((name, "two catalog modules define this NAME"))
-    exercises.sort(key=lambda e: (e.order, e.name))
-    return exercises, broken
+    ``solution``: your function (written in a notebook cell, say), or the path of your file
+    (default: the exercise's stub, or ``directory/<stub name>``).  Your code runs in its own
+    process; each case may take ``timeout`` seconds.  The report is printed to ``out``
+    (default stdout) unless ``quiet``; ``report.passed`` is True only when every check
+    passed, ``report.results`` holds the per-check details.  ``catalogs``: course folders
+    with more exercises.  Raises KeyError for an unknown exercise, TypeError for a solution
+    that is neither a function nor a path.
+    """
+    import time
 
-
-def exercise_names() -> list[str]:
-    return [e.name for e in load_catalog()[0]]
-
-
-def get_exercise(name: str) -> Exercise:
-    """The exercise called ``name``; KeyError with the list of names (and a suggestion)."""
-    exercises, broken = load_catalog()
-    for exercise in exercises:
-        if exercise.name == name:
-            return exercise
-    for module_name, message in broken:
-        if module_name == name:
-            raise KeyError(f"exercise {name!r} is broken: {message}")
-    names = [e.name for e in exercises]
-    close = difflib.get_close_matches(name, names, n=1)
-    suggestion = f" (did you mean {close[0]!r}?)" if close else ""
-    raise KeyError(f"unknown exercise {name!r}{suggestion}; available: {', '.join(names)}")
-
-
-def run_check(name: str, path=None, seed: int = 0) -> int:
-    """Check ``path`` (default: the stub) for exercise ``name``, print the report, return
-    an exit code (0 only when everything passed).  Stubs call this when run as scripts."""
-    return 0 if check(name, path, seed=seed).ok else 1
+    exercise = get_exercise(name, catalogs)
+    out = sys.stdout if out is None else out
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="minires-solution-") as folder:
+        if callable(solution):
+            path = Path(folder) / exercise.stub
+            path.write_text(function_file_text(solution, exercise.function))
+            shown = "your code"
+        elif solution is None or isinstance(solution, (str, Path)):
+            if solution is None:
+                path = (Path(directory) / exercise.stub if directory is not None
+                        else exercise.stub_path())
+            else:
+                path = Path(solution)
+            shown = display_path(path)
+        else:
+            raise TypeError(f"check() takes your function or the path of your file, got "
+                            f"{type(solution).__name__}")
+        with Sandbox(exercise.name, path, seed=seed, timeout=timeout, catalogs=catalogs,
+                     shown=shown, echo=None if quiet else out) as student:
+            report = evaluate(exercise, student, seed=seed, shown=shown)
+    report.seconds = time.perf_counter() - start
+    if not quiet:
+        print(format_report(report), file=out, flush=True)
+    return report
 
 
-__all__ = ["Case", "Exercise", "GradCheck", "check", "exercise_names", "get_exercise",
-           "load_catalog", "run_check"]
+def run_check(name: str, solution=None, seed: int = 0) -> int:
+    """Check ``solution`` (a path or a function; default: the stub) for exercise ``name``,
+    print the report, return an exit code (0 only when everything passed)."""
+    return 0 if check(name, solution, seed=seed).passed else 1
+
+
+def check_main(name: str, function) -> Report | None:
+    """The last cell of a stub: check ``function``.  In a notebook, return the report; run
+    as a script (``python im2col.py``), check the script's file (so that it may import
+    its sibling solutions) and exit with 0 when every check passed, else 1."""
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if "ipykernel" in sys.modules or script is None or \
+            getattr(function, "__code__", None) is None or \
+            Path(function.__code__.co_filename).resolve() != Path(script).resolve():
+        return check(name, function)
+    sys.exit(run_check(name, script))
+
+
+__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_TOLERANCE", "GENERIC_HINTS", "Case", "CaseResult",
+           "Exercise", "GradCheck", "Report", "check", "check_main", "exercise_names",
+           "format_report", "get_exercise", "load_catalog", "run_check"]

@@ -1,21 +1,17 @@
-"""Run a student's solution of an exercise against the reference and explain what differs.
+"""Compare a student's results with the reference and explain what differs (no student code
+runs here).
 
-``python -m minires check NAME`` ends up in :func:`check`, which
+:func:`evaluate` is the checker's parent side.  It builds the exercise's cases, computes every
+expected value itself with the reference implementation (minires's own kernels), and asks a
+*student* object for the student's result of each case; :mod:`minires.exercises.sandbox`
+provides that object, which runs the student's code in a separate process with a timeout.  So
+a submission can neither hang the checker nor change the reference it is compared with.
 
-1. loads the student's file (default: ``tutorials/exercises/<STUB>``) and finds the function
-   (a syntax error or a failing import is reported with the file and line, no traceback);
-2. calls it on every case of the exercise, each time on fresh copies of the inputs, and
-   compares the results with the reference implementation (minires's own kernels):
-   missing ``return``, wrong number of results, wrong shape or dtype, and the first value
-   that differs (index, expected, got, relative error) are reported in words;
-3. runs the exercise's gradient checks, if it has any: the student's backward pass against
-   central differences of the (reference) forward pass;
-4. prints a hint for each kind of failure; exercises recognise typical mistakes (a
-   ``diagnose`` function turns "differs" into "ties go to the last maximum", ...).
-
-An exception in the student's code is shown as its type, message and the student's own line
-(``file:line``), never as a traceback; ``NotImplementedError`` raised there means the stub is
-untouched: "not implemented yet: fill in FUNCTION in FILE".
+For each case the checker reports, in words: a missing ``return``, a wrong number of results,
+a wrong shape or dtype, and the first value that differs (index, expected, got, relative
+error); the exercise's gradient checks compare the student's backward pass with central
+differences of the reference forward pass; every failure gets a hint, and an exercise's
+``diagnose`` turns "differs" into a named mistake ("ties go to the last maximum", ...).
 
 Comparison: an output value passes when ``|got - expected| <= atol * max(1, max|expected|) +
 rtol * |expected|`` with the exercise's ``(rtol, atol)`` for the expected dtype
@@ -26,20 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
-import io
-import linecache
-import os
-import sys
-import textwrap
-import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from minires.exercises.report import CaseResult, Report
 from minires.gradcheck import DEFAULT_TOLERANCE as GRADCHECK_TOLERANCE
 from minires.gradcheck import compare_gradients, numerical_gradient
 
@@ -67,12 +56,21 @@ GENERIC_HINTS = {
                 "both arrays) and compare with the formula in the docstring.",
     "gradcheck": "your gradient disagrees with the numerical derivative of the forward pass "
                  "(central differences): the formula, not the shape, is wrong.",
+    "timeout": "your function did not finish in time: look for a loop that never ends (a "
+               "`while` whose condition never changes), or loop over fewer elements.",
+    "exit": "your code stopped the program (sys.exit, exit() or quit()): return the result "
+            "instead.",
+    "crash": "the process running your code ended abruptly (os._exit, a crash, or running "
+             "out of memory): return the result instead.",
+    "tamper": "a solution must not change minires itself (no assignments to its functions or "
+              "classes): write your own function and leave the library as it is.",
+    "not_run": "fix the problem of the earlier check first.",
 }
 
-#: Hints are wrapped to this many columns.
-WIDTH = 100
-
 _KIND_ORDER = ("none", "count", "type", "shape", "dtype", "nan", "mismatch")
+
+#: Failures after which the student's process is gone or untrustworthy: the rest is not run.
+FATAL_KINDS = ("timeout", "crash", "tamper")
 
 
 # ---------------------------------------------------------------------------- case types
@@ -129,165 +127,52 @@ class GradCheck:
     tolerance: float = GRADCHECK_TOLERANCE
 
 
-# ---------------------------------------------------------------------------- results
-
-
-@dataclass
-class CaseResult:
-    label: str
-    passed: bool
-    lines: list = field(default_factory=list)  # what went wrong, one line each
-    hint: str | None = None
-    kind: str | None = None  # failure kind (a GENERIC_HINTS key or an exercise's own key)
-
-
-@dataclass
-class Report:
-    """The outcome of checking one exercise."""
-
-    exercise: object
-    path: Path | None
-    results: list = field(default_factory=list)
-    status: str = "failing"  # "passing", "failing", "not started", "cannot load"
-    message: str | None = None  # for "not started" / "cannot load"
-
-    @property
-    def passed(self) -> int:
-        return sum(r.passed for r in self.results)
-
-    @property
-    def total(self) -> int:
-        return len(self.results)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "passing"
-
-
-class _StudentProblem(Exception):
-    """The student's code could not run: ``kind`` is "not_implemented", "exception" or
-    "load"; the message is ready to print."""
+class StudentProblem(Exception):
+    """The student's code could not run or misbehaved: ``kind`` is a hint key
+    ("not_implemented", "exception", "signature", "load", "timeout", "exit", "crash",
+    "tamper"); the message is ready to print."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
 
 
-# ---------------------------------------------------------------------------- paths
+# ---------------------------------------------------------------------------- the work list
 
 
-def display_path(path) -> str:
-    """``path`` relative to the working directory when it lies below it."""
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+def work_items(exercise, seed: int) -> list:
+    """``[(kind, item), ...]``: the exercise's cases ("case", :class:`Case`), then its
+    gradient checks ("gradcheck", :class:`GradCheck`), from one generator seeded with
+    ``seed``, so that the checker and the student's process build the same list."""
+    rng = np.random.default_rng(seed)
+    items = [("case", c) for c in exercise.cases(rng)]
+    return items + [("gradcheck", g) for g in exercise.gradchecks(rng)]
 
 
-def _same_file(a, b) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
+def _gradcheck_inputs(check: GradCheck, seed: int):
+    """(float64 inputs, random upstream gradient grad_y) of a gradient check."""
+    inputs = [np.array(a, dtype=np.float64) for a in check.inputs]
+    y = check.forward(*inputs)
+    grad_y = np.random.default_rng((seed, 0x5EED)).standard_normal(np.shape(y))
+    return inputs, grad_y
 
 
-# ---------------------------------------------------------------------------- loading
-
-
-def load_function(path, function_name: str):
-    """Import ``path`` as a fresh module and return its ``function_name``.
-
-    Raises _StudentProblem("load", message) for a missing file, a syntax error, an
-    exception while importing, or a missing function.
-    """
-    path = Path(path)
-    shown = display_path(path)
-    if not path.is_file():
-        raise _StudentProblem("load", f"no such file: {shown}")
-    module_name = f"_minires_student_{abs(hash(str(path.resolve())))}"
-    folder = str(path.resolve().parent)
-    # The file's folder is importable while it loads, so a solution may import another
-    # (conv2d_backward.py: `from im2col import im2col`).
-    sys.path.insert(0, folder)
-    try:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # as for any import (dataclasses need it)
-        with _quiet_numpy():
-            spec.loader.exec_module(module)
-    except SyntaxError as err:
-        sys.modules.pop(module_name, None)
-        where = f"{display_path(err.filename or path)}:{err.lineno}"
-        text = (err.text or "").rstrip("\n")
-        lines = [f"cannot load {shown}: {type(err).__name__}: {err.msg} ({where})"]
-        if text.strip():
-            lines.append(f"    {text.strip()}")
-            if err.offset and err.offset > 0:
-                indent = len(text) - len(text.lstrip())
-                lines.append("    " + " " * max(err.offset - 1 - indent, 0) + "^")
-        raise _StudentProblem("load", "\n".join(lines)) from None
-    except Exception as err:
-        sys.modules.pop(module_name, None)
-        raise _StudentProblem(
-            "load", f"cannot load {shown}: {_describe_exception(err, path)}") from None
-    finally:
-        if folder in sys.path:
-            sys.path.remove(folder)
-    function = getattr(module, function_name, None)
-    if function is None:
-        raise _StudentProblem("load", f"{shown} has no function named {function_name}(); "
-                                      f"keep the name and signature of the stub")
-    if not callable(function):
-        raise _StudentProblem("load", f"{function_name} in {shown} is not a function")
-    return function
-
-
-def _describe_exception(err: BaseException, path) -> str:
-    """``TypeError: message (at file:line: source)`` pointing at the student's own line."""
-    text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-    frame = _last_student_frame(err, path)
-    if frame is not None:
-        source = (frame.line or linecache.getline(frame.filename, frame.lineno)).strip()
-        text += f"\n    at {display_path(frame.filename)}:{frame.lineno}"
-        if source:
-            text += f":  {source}"
-    else:
-        text += "\n    (raised when calling your function: keep the stub's signature)"
-    return text
-
-
-def _last_student_frame(err: BaseException, path):
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if _same_file(f.filename, path)]
-    return frames[-1] if frames else None
+def student_case(kind: str, item, seed: int) -> Case:
+    """The call the student's function gets for one work item: the case itself, or for a
+    gradient check ``Case(label, student_args(grad_y, *inputs))``."""
+    if kind == "case":
+        return item
+    inputs, grad_y = _gradcheck_inputs(item, seed)
+    return Case(f"gradcheck {item.label}", item.student_args(grad_y, *copy.deepcopy(inputs)))
 
 
 @contextlib.contextmanager
-def _quiet_numpy():
+def quiet_numpy():
     """No NumPy warnings (overflow, invalid value) in the middle of the report: NaNs are
     reported as values."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         yield
-
-
-def _call_student(case: Case, function, path, function_name: str):
-    try:
-        with _quiet_numpy():
-            return case.call(function)
-    except NotImplementedError as err:
-        tb = traceback.extract_tb(err.__traceback__)
-        if tb and _same_file(tb[-1].filename, path):
-            raise _StudentProblem(
-                "not_implemented",
-                f"not implemented yet: fill in {function_name}() in {display_path(path)}",
-            ) from None
-        raise _StudentProblem("exception", _describe_exception(err, path)) from None
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as err:  # any error in the student's code is part of the report
-        kind = "exception" if _last_student_frame(err, path) is not None else "signature"
-        raise _StudentProblem(kind, _describe_exception(err, path)) from None
 
 
 # ---------------------------------------------------------------------------- comparing
@@ -391,37 +276,35 @@ def _compare_all(exercise, expected, got) -> list[tuple[str, str]]:
 
 
 def _hint(exercise, key: str | None) -> str | None:
-    if key is None:
+    return None if key is None else exercise.hints.get(key)
+
+
+def _diagnose(exercise, case, expected, got):
+    if exercise.diagnose is None:
         return None
-    return exercise.hints.get(key)
+    try:
+        with quiet_numpy():
+            return exercise.diagnose(case, expected, got)
+    except Exception:  # a diagnosis is a bonus: never let it break the report
+        return None
 
 
-def _run_case(exercise, case: Case, function, path) -> CaseResult:
-    expected = case.call(exercise.reference)
-    got = _call_student(case, function, path, exercise.function)
+def _run_case(exercise, case: Case, got) -> CaseResult:
+    with quiet_numpy():
+        expected = case.call(exercise.reference)
     problems = _compare_all(exercise, expected, got)
     if not problems:
         return CaseResult(case.label, True)
     kind = min((k for k, _ in problems), key=lambda k: _KIND_ORDER.index(k)
                if k in _KIND_ORDER else len(_KIND_ORDER))
-    diagnosis = None
-    if exercise.diagnose is not None:
-        try:
-            with _quiet_numpy():
-                diagnosis = exercise.diagnose(case, expected, got)
-        except Exception:  # a diagnosis is a bonus: never let it break the report
-            diagnosis = None
+    diagnosis = _diagnose(exercise, case, expected, got)
     key = diagnosis if diagnosis in exercise.hints else kind
     return CaseResult(case.label, False, [m for _, m in problems], _hint(exercise, key), key)
 
 
-def _run_gradcheck(exercise, check: GradCheck, function, path, seed: int) -> CaseResult:
-    label = f"gradcheck {check.label}"
-    inputs = [np.array(a, dtype=np.float64) for a in check.inputs]
-    y = check.forward(*inputs)
-    grad_y = np.random.default_rng((seed, 0x5EED)).standard_normal(np.shape(y))
-    case = Case(label, check.student_args(grad_y, *copy.deepcopy(inputs)))
-    got = _call_student(case, function, path, exercise.function)
+def _run_gradcheck(exercise, check: GradCheck, got, seed: int) -> CaseResult:
+    inputs, grad_y = _gradcheck_inputs(check, seed)
+    case = student_case("gradcheck", check, seed)
     lines, kind = [], None
     single = len(exercise.outputs) == 1
     if not single and not (isinstance(got, (tuple, list)) and len(got) == len(exercise.outputs)):
@@ -429,8 +312,7 @@ def _run_gradcheck(exercise, check: GradCheck, function, path, seed: int) -> Cas
                      f"({', '.join(exercise.outputs)}), got {type(got).__name__}")
         kind = "none" if got is None else "count"
     else:
-        numeric = numerical_gradient(check.forward, inputs, grad_y,
-                                     wrt=sorted(check.checks))
+        numeric = numerical_gradient(check.forward, inputs, grad_y, wrt=sorted(check.checks))
         for index, (out_index, name) in check.checks.items():
             g = _as_array(got if single or out_index is None else got[out_index])
             if not isinstance(g, np.ndarray) or g.shape != inputs[index].shape:
@@ -448,182 +330,64 @@ def _run_gradcheck(exercise, check: GradCheck, function, path, seed: int) -> Cas
                              f"numerical {_fmt(cmp.numeric)}")
                 kind = kind or "gradcheck"
     if not lines:
-        return CaseResult(label, True)
-    if exercise.diagnose is not None and kind not in ("count", "none"):
-        try:  # the reference takes the student's arguments: diagnose as for a case
-            with _quiet_numpy():
-                expected = case.call(exercise.reference)
-                diagnosis = exercise.diagnose(case, expected, got)
-            if diagnosis in exercise.hints:
-                kind = diagnosis
-        except Exception:
-            pass
-    return CaseResult(label, False, lines, _hint(exercise, kind), kind)
-
-
-def run(exercise, path=None, seed: int = 0) -> Report:
-    """Check the student's file ``path`` (default: the exercise's stub) and return a
-    :class:`Report`; prints nothing (the student's own prints go through)."""
-    path = Path(path) if path is not None else exercise.stub_path()
-    report = Report(exercise, path)
-    try:
-        function = load_function(path, exercise.function)
-    except _StudentProblem as problem:
-        report.status, report.message = "cannot load", str(problem)
-        return report
-    rng = np.random.default_rng(seed)
-    checks = [("case", c) for c in exercise.cases(rng)]
-    checks += [("gradcheck", g) for g in exercise.gradchecks(rng)]
-    for kind, item in checks:
+        return CaseResult(case.label, True)
+    if kind not in ("count", "none"):  # the reference takes the student's arguments
         try:
+            with quiet_numpy():
+                expected = case.call(exercise.reference)
+        except Exception:
+            expected = None
+        diagnosis = _diagnose(exercise, case, expected, got)
+        if diagnosis in exercise.hints:
+            kind = diagnosis
+    return CaseResult(case.label, False, lines, _hint(exercise, kind), kind)
+
+
+def evaluate(exercise, student, seed: int = 0, shown: str | None = None) -> Report:
+    """Check a student's solution of ``exercise`` and return a :class:`Report`.
+
+    ``student`` runs the student's code: ``student.load()`` and ``student.call(index) ->
+    result`` for the ``index``-th item of :func:`work_items`, both raising
+    :class:`StudentProblem` when the code cannot run.  Expected values and gradient checks
+    are computed here, never in the student's process.  ``shown``: how the report names the
+    solution (a file path, "your function im2col").
+    """
+    items = work_items(exercise, seed)
+    report = Report(exercise, shown, planned=len(items))
+    try:
+        student.load()
+    except StudentProblem as problem:
+        report.status = {"timeout": "timeout", "load": "cannot load",
+                         "crash": "cannot load"}.get(problem.kind, "failing")
+        report.message, report.kind = str(problem), problem.kind  # tamper, exit: failing
+        return report
+    for index, (kind, item) in enumerate(items):
+        label = item.label if kind == "case" else f"gradcheck {item.label}"
+        try:
+            got = student.call(index)
             if kind == "case":
-                result = _run_case(exercise, item, function, path)
+                result = _run_case(exercise, item, got)
             else:
-                result = _run_gradcheck(exercise, item, function, path, seed)
-        except _StudentProblem as problem:
+                result = _run_gradcheck(exercise, item, got, seed)
+        except StudentProblem as problem:
             if problem.kind == "not_implemented" and not report.results:
                 report.status, report.message = "not started", str(problem)
+                report.kind = problem.kind
                 return report
-            result = CaseResult(_label(kind, item), False, str(problem).split("\n"),
+            result = CaseResult(label, False, str(problem).split("\n"),
                                 _hint(exercise, problem.kind), problem.kind)
+            if problem.kind in FATAL_KINDS:
+                report.results.append(result)
+                report.results += [
+                    CaseResult(i.label if k == "case" else f"gradcheck {i.label}", False,
+                               [f"not run: check {len(report.results)} "
+                                f"{'timed out' if problem.kind == 'timeout' else 'failed'}"],
+                               _hint(exercise, "not_run"), "not_run")
+                    for k, i in items[index + 1:]]
+                break
         report.results.append(result)
-    report.status = "passing" if all(r.passed for r in report.results) else "failing"
-    return report
-
-
-def _label(kind: str, item) -> str:
-    return item.label if kind == "case" else f"gradcheck {item.label}"
-
-
-# ---------------------------------------------------------------------------- printing
-
-
-def format_report(report: Report) -> str:
-    exercise = report.exercise
-    out = [f"Exercise {exercise.name}: {exercise.title}"]
-    shown = display_path(report.path) if report.path is not None else "?"
-    if report.status == "cannot load":
-        out += [report.message, "", "Result: FAIL (the file could not be loaded)"]
-        return "\n".join(out)
-    out.append(f"checking {exercise.function}() in {shown}")
-    out.append("")
-    if report.status == "not started":
-        hint = textwrap.fill(exercise.hints["not_implemented"], width=WIDTH,
-                             initial_indent="hint: ", subsequent_indent="      ")
-        out += [report.message, hint, "", "Result: FAIL (not started)"]
-        return "\n".join(out)
-    seen_hints: dict[str, int] = {}
-    for number, result in enumerate(report.results, 1):
-        verdict = "PASS" if result.passed else "FAIL"
-        out.append(f"  {verdict}  {number:2d}. {result.label}")
-        for line in result.lines:
-            for part in line.split("\n"):
-                if part.startswith(" "):  # pre-formatted (a file:line and its source)
-                    out.append("           " + part)
-                    continue
-                out.append(textwrap.fill(part, width=WIDTH, initial_indent="           ",
-                                         subsequent_indent="             ",
-                                         break_on_hyphens=False, break_long_words=False))
-        if result.hint:
-            if result.hint in seen_hints:
-                out.append(f"           hint: as for check {seen_hints[result.hint]}")
-            else:
-                seen_hints[result.hint] = number
-                out.append(textwrap.fill(result.hint, width=WIDTH,
-                                         initial_indent="           hint: ",
-                                         subsequent_indent="                 ",
-                                         break_on_hyphens=False))
-    out.append("")
-    if report.ok:
-        out.append(f"Result: PASS (all {report.total} checks passed)")
+    if any(r.kind == "timeout" for r in report.results):
+        report.status = "timeout"
     else:
-        out.append(f"Result: FAIL ({report.passed} of {report.total} checks passed)")
-    return "\n".join(out)
-
-
-def check(name: str, path=None, seed: int = 0, out=None, directory=None) -> Report:
-    """Check exercise ``name`` and print the report to ``out`` (default stdout).
-
-    ``path``: the student's file; ``directory``: a folder holding the student's files
-    under the stubs' names (default: ``tutorials/exercises``).  Raises ``KeyError`` with a
-    readable message for an unknown exercise.
-    """
-    from minires.exercises import get_exercise
-
-    exercise = get_exercise(name)
-    if path is None and directory is not None:
-        path = Path(directory) / exercise.stub
-    out = sys.stdout if out is None else out
-    report = run(exercise, path, seed=seed)
-    print(format_report(report), file=out, flush=True)
+        report.status = "passing" if all(r.passed for r in report.results) else "failing"
     return report
-
-
-def status_table(seed: int = 0, directory=None, out=None) -> list:
-    """Run every exercise quietly and print one line each: name, title and status."""
-    from minires.exercises import load_catalog
-
-    out = sys.stdout if out is None else out
-    exercises, broken = load_catalog()
-    rows = []
-    for exercise in exercises:
-        path = None if directory is None else Path(directory) / exercise.stub
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            report = run(exercise, path, seed=seed)
-        if report.status == "failing":
-            status = f"failing ({report.passed}/{report.total})"
-        elif report.status == "cannot load":
-            missing = report.path is not None and not Path(report.path).is_file()
-            status = "not started (no file)" if missing else "failing (cannot load)"
-        else:
-            status = report.status
-        rows.append((exercise, report, status))
-    where = display_path(Path(directory) if directory is not None else _stub_dir(exercises))
-    print(f"Exercises (solutions in {where}; check one with "
-          f"`python -m minires check NAME`):", file=out)
-    name_w = max((len(e.name) for e, _, _ in rows), default=4)
-    status_w = max((len(s) for _, _, s in rows), default=6)
-    for exercise, _, status in rows:
-        print(f"  {exercise.name:<{name_w}}  {status:<{status_w}}  {exercise.title}", file=out)
-    for module_name, message in broken:
-        print(f"  {module_name:<{name_w}}  BROKEN EXERCISE DEFINITION: {message}", file=out)
-    passing = sum(r.ok for _, r, _ in rows)
-    print(f"{passing} of {len(rows)} passing", file=out, flush=True)
-    return [(e.name, s) for e, _, s in rows]
-
-
-def _stub_dir(exercises) -> Path:
-    return exercises[0].stub_path().parent if exercises else Path("tutorials/exercises")
-
-
-def main(args) -> int:
-    """The ``check`` subcommand; ``args`` has exercise, file, dir, list, seed.
-
-    Exit code 0 only when every check passed (for ``--list``: every exercise passes),
-    1 when something failed, 2 for a command-line mistake.
-    """
-    from minires.exercises import exercise_names
-
-    if args.list:
-        if args.exercise or args.file:
-            print("error: --list checks every exercise; give no EXERCISE or --file",
-                  file=sys.stderr)
-            return 2
-        rows = status_table(seed=args.seed, directory=args.dir)
-        return 0 if rows and all(status == "passing" for _, status in rows) else 1
-    if not args.exercise:
-        print("error: name an exercise, or use --list to see them all with their status: "
-              + ", ".join(exercise_names()), file=sys.stderr)
-        return 2
-    try:
-        report = check(args.exercise, args.file, seed=args.seed, directory=args.dir)
-    except KeyError as err:
-        print(f"error: {err.args[0]}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # e.g. a student's endless loop
-        print("\ninterrupted (does your function finish on a small input?)", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # the report was piped into `head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    return 0 if report.ok else 1

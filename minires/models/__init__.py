@@ -48,6 +48,7 @@ from minires.models.imagenet import ResNet, resnet18, resnet34, resnet50, resnet
 from minires.models.summary import (
     LayerSummary,
     ModelSummary,
+    StageSummary,
     count_parameters,
     layer_macs,
     summary,

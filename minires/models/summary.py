@@ -37,6 +37,21 @@ class LayerSummary:
     output_shape: tuple
     params: int
     macs: int
+    call: int = 1  # 2 for a layer's second call in one forward pass (a BasicBlock's ReLU)
+
+
+@dataclass
+class StageSummary:
+    """Rows of :class:`ModelSummary` grouped by the first ``depth`` parts of their names
+    (``layer1`` at depth 1, ``layer1.0`` at depth 2): the group's module type (with what it
+    holds), output shape (of its last call), leaf-layer calls, parameters and MACs."""
+
+    name: str
+    type: str
+    output_shape: tuple
+    calls: int
+    params: int
+    macs: int
 
 
 @dataclass
@@ -48,24 +63,69 @@ class ModelSummary:
     trainable_params: int = 0
     macs: int = 0
     input_shape: tuple = ()
+    module_types: dict = field(default_factory=dict)  # dotted name -> class name
+
+    def _totals(self) -> list:
+        return [f"input shape (per sample): {self.input_shape}",
+                f"total params:     {self.total_params:,} ({self.total_params / 1e6:.2f}M)",
+                f"trainable params: {self.trainable_params:,}",
+                f"MACs per sample:  {self.macs:,} ({self.macs / 1e9:.3f} G multiply-adds)"]
+
+    def _group_type(self, name: str) -> str:
+        """``Sequential (3 BasicBlock)``: the module's class and its children's classes."""
+        own = self.module_types.get(name, "")
+        prefix = f"{name}." if name else ""
+        children = [t for n, t in self.module_types.items()
+                    if n.startswith(prefix) and n != name and "." not in n[len(prefix):]]
+        if not children:
+            return own
+        counts = {t: children.count(t) for t in dict.fromkeys(children)}
+        inside = ", ".join(f"{c} {t}" if c > 1 else t for t, c in counts.items())
+        return f"{own} ({inside})"
+
+    def stages(self, depth: int = 1) -> list:
+        """The rows grouped by the first ``depth`` parts of their dotted names, in order of
+        first call: a list of :class:`StageSummary` (params and MACs summed)."""
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be a positive int (1: one row per stage), got "
+                             f"{depth!r}")
+        groups: dict[str, list] = {}
+        for row in self.layers:
+            groups.setdefault(".".join(row.name.split(".")[:depth]), []).append(row)
+        return [StageSummary(name, self._group_type(name), rows[-1].output_shape, len(rows),
+                             sum(r.params for r in rows), sum(r.macs for r in rows))
+                for name, rows in groups.items()]
+
+    def compact_table(self, depth: int = 1) -> str:
+        """One row per stage (see :meth:`stages`) with its share of the MACs, and totals."""
+        stages = self.stages(depth)
+        name_width = max([len("stage")] + [len(st.name) for st in stages])
+        type_width = max([len("type")] + [len(st.type) for st in stages])
+        header = (f"{'stage':<{name_width}}  {'type':<{type_width}}  {'output shape':<14}  "
+                  f"{'calls':>6}  {'params':>11}  {'MACs':>15}  {'share':>6}")
+        lines = [header, "-" * len(header)]
+        for st in stages:
+            share = st.macs / self.macs if self.macs else 0.0
+            lines.append(f"{st.name:<{name_width}}  {st.type:<{type_width}}  "
+                         f"{str(st.output_shape):<14}  {st.calls:>6}  {st.params:>11,}  "
+                         f"{st.macs:>15,}  {share:>6.1%}")
+        return "\n".join(lines + ["-" * len(header)] + self._totals())
 
     def table(self) -> str:
-        """The rows and totals as aligned text."""
-        name_width = max([len("layer")] + [len(row.name) for row in self.layers])
+        """The rows and totals as aligned text (a layer's second call is marked
+        ``[call 2]``)."""
+        names = [row.name + (f" [call {row.call}]" if row.call > 1 else "")
+                 for row in self.layers]
+        name_width = max([len("layer")] + [len(name) for name in names])
         type_width = max([len("type")] + [len(row.type) for row in self.layers])
         header = (f"{'layer':<{name_width}}  {'type':<{type_width}}  {'output shape':<18}  "
                   f"{'params':>11}  {'MACs':>15}")
         lines = [header, "-" * len(header)]
-        for row in self.layers:
-            lines.append(f"{row.name:<{name_width}}  {row.type:<{type_width}}  "
+        for name, row in zip(names, self.layers, strict=True):
+            lines.append(f"{name:<{name_width}}  {row.type:<{type_width}}  "
                          f"{str(row.output_shape):<18}  "
                          f"{row.params:>11,}  {row.macs:>15,}")
-        lines += ["-" * len(header),
-                  f"input shape (per sample): {self.input_shape}",
-                  f"total params:     {self.total_params:,} ({self.total_params / 1e6:.2f}M)",
-                  f"trainable params: {self.trainable_params:,}",
-                  f"MACs per sample:  {self.macs:,} ({self.macs / 1e9:.3f} G multiply-adds)"]
-        return "\n".join(lines)
+        return "\n".join(lines + ["-" * len(header)] + self._totals())
 
     def __str__(self) -> str:
         return self.table()
@@ -86,7 +146,8 @@ def layer_macs(module: Module, output_shape: tuple) -> int:
     return 0
 
 
-def summary(model: Module, input_shape, print_fn=print) -> ModelSummary:
+def summary(model: Module, input_shape, print_fn=print, depth: int | None = None
+            ) -> ModelSummary:
     """Print and return a table of ``model``'s layers for one input of ``input_shape``.
 
     Args:
@@ -94,6 +155,10 @@ def summary(model: Module, input_shape, print_fn=print) -> ModelSummary:
         input_shape: the shape of one sample, (C, H, W) e.g. (3, 32, 32); a leading batch
             dimension (N, C, H, W) is accepted and ignored (a single sample is used).
         print_fn: called with the table's text; ``None`` prints nothing.
+        depth: ``None`` prints every leaf layer's call (62 rows for ResNet-20); 1 prints
+            one row per stage (conv1, bn1, relu, layer1, layer2, layer3, avgpool, fc), 2 one
+            per block, ... (:meth:`ModelSummary.compact_table`).  The returned summary
+            always holds every row.
 
     Runs one forward pass of a zero-filled (1, C, H, W) batch in eval mode under
     :func:`no_grad` (no graph, no change to BN's running statistics, no draw from the random
@@ -114,18 +179,19 @@ def summary(model: Module, input_shape, print_fn=print) -> ModelSummary:
     if first is not None and first.device != x.device:
         x = x.to(first.device)
 
+    if depth is not None and (not isinstance(depth, int) or depth < 1):
+        raise ValueError(f"depth must be None (every layer) or a positive int, got {depth!r}")
     rows: list[LayerSummary] = []
-    counted: set[int] = set()
+    calls: dict[int, int] = {}
 
     def record(name):
         def hook(module, _inputs, output):
-            own = 0
-            if id(module) not in counted:  # a layer called twice (a shared ReLU) counts once
-                counted.add(id(module))
-                own = sum(p.size for p in module.parameters())
+            calls[id(module)] = calls.get(id(module), 0) + 1
+            # a layer called twice (a block's ReLU) owns its parameters once
+            own = sum(p.size for p in module.parameters()) if calls[id(module)] == 1 else 0
             out_shape = tuple(output.shape[1:]) if output.ndim else ()
             rows.append(LayerSummary(name, type(module).__name__, out_shape, own,
-                                     layer_macs(module, out_shape)))
+                                     layer_macs(module, out_shape), calls[id(module)]))
         return hook
 
     modes = [(module, module.training) for module in model.modules()]
@@ -148,9 +214,11 @@ def summary(model: Module, input_shape, print_fn=print) -> ModelSummary:
         trainable_params=sum(p.size for p in params if p.requires_grad),
         macs=sum(row.macs for row in rows),
         input_shape=shape,
+        module_types={name: type(module).__name__ for name, module in model.named_modules()
+                      if name},
     )
     if print_fn is not None:
-        print_fn(result.table())
+        print_fn(result.table() if depth is None else result.compact_table(depth))
     return result
 
 

@@ -42,6 +42,12 @@ def calculate_fan_in_and_fan_out(tensor) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
+def _is_empty(tensor) -> bool:
+    """Zero-element tensors (a layer with 0 channels) are left alone, as in PyTorch: their
+    fans may be 0, and there is nothing to fill."""
+    return int(np.prod(tensor.shape, dtype=np.int64)) == 0
+
+
 def _fill(tensor, values):
     xp = backend.get_array_module(tensor.data)
     tensor.data[...] = xp.asarray(backend.to_device(values, tensor.device), dtype=tensor.dtype)
@@ -85,6 +91,8 @@ def kaiming_normal_(tensor, a: float = 0.0, mode: str = "fan_in",
 
     torchvision's ResNet uses ``mode='fan_out', nonlinearity='relu'``: std = sqrt(2 / fan_out).
     """
+    if _is_empty(tensor):
+        return tensor
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
     return normal_(tensor, 0.0, std)
 
@@ -96,12 +104,16 @@ def kaiming_uniform_(tensor, a: float = 0.0, mode: str = "fan_in",
     PyTorch's default for Conv2d and Linear weights is ``a = sqrt(5)``, which gives
     bound = 1 / sqrt(fan_in).
     """
+    if _is_empty(tensor):
+        return tensor
     bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(tensor, mode))
     return uniform_(tensor, -bound, bound)
 
 
 def xavier_uniform_(tensor, gain: float = 1.0):
     """Glorot initialisation: U(-b, b) with b = gain * sqrt(6 / (fan_in + fan_out))."""
+    if _is_empty(tensor):
+        return tensor
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(tensor, -bound, bound)
@@ -109,5 +121,7 @@ def xavier_uniform_(tensor, gain: float = 1.0):
 
 def xavier_normal_(tensor, gain: float = 1.0):
     """Glorot initialisation: N(0, std^2) with std = gain * sqrt(2 / (fan_in + fan_out))."""
+    if _is_empty(tensor):
+        return tensor
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))

@@ -12,16 +12,20 @@ import numpy as np
 
 from minires import backend
 from minires import functional as F
+from minires.kernels.geometry import is_int, pair
 from minires.nn import init
 from minires.nn.module import Module
 from minires.nn.parameter import Parameter
 
 
-def _pair(value, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return int(pair[0]), int(pair[1])
+def _size(value, name: str) -> int:
+    """A layer's width (features, channels): an int >= 0 (0 builds an empty layer, as in
+    PyTorch)."""
+    if not is_int(value):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
 
 
 def _empty(*shape) -> Parameter:
@@ -47,15 +51,16 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
-        self.in_features, self.out_features = in_features, out_features
+        self.in_features = _size(in_features, "in_features")
+        self.out_features = _size(out_features, "out_features")
         self.weight = _empty(out_features, in_features)
         self.register_parameter("bias", _empty(out_features) if bias else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features)
+        if self.bias is not None:  # bound 0 for in_features = 0, as PyTorch
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
@@ -80,18 +85,21 @@ class Conv2d(Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, bias: bool = True):
         super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride, self.padding = _pair(stride, "stride"), _pair(padding, "padding")
-        self.dilation = _pair(dilation, "dilation")
+        self.in_channels = _size(in_channels, "in_channels")
+        self.out_channels = _size(out_channels, "out_channels")
+        # PyTorch accepts these and fails at the first forward; here the constructor says.
+        self.kernel_size = pair(kernel_size, "kernel_size", minimum=1)
+        self.stride = pair(stride, "stride", minimum=1)
+        self.padding = pair(padding, "padding", minimum=0)
+        self.dilation = pair(dilation, "dilation", minimum=1)
         self.weight = _empty(out_channels, in_channels, *self.kernel_size)
         self.register_parameter("bias", _empty(out_channels) if bias else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init.calculate_fan_in_and_fan_out(self.weight)
+        fan_in, _ = init.calculate_fan_in_and_fan_out(self.weight)
+        if self.bias is not None and fan_in > 0:  # fan_in 0: bias stays 0 (PyTorch skips it)
             init.uniform_(self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
     def forward(self, x):
@@ -119,6 +127,7 @@ class _BatchNorm(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = True, track_running_stats: bool = True):
         super().__init__()
+        num_features = _size(num_features, "num_features")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         dtype = backend.get_default_dtype()
@@ -226,7 +235,9 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
+        self.kernel_size, self.padding = kernel_size, padding
+        # None means kernel_size; an explicit 0 must reach the check, not become the default
+        self.stride = kernel_size if stride is None else stride
 
     def forward(self, x):
         _check_input(self, x, (4,), None, "N, C, H, W")
@@ -241,7 +252,9 @@ class AvgPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
+        self.kernel_size, self.padding = kernel_size, padding
+        # None means kernel_size; an explicit 0 must reach the check, not become the default
+        self.stride = kernel_size if stride is None else stride
         self.count_include_pad = count_include_pad
 
     def forward(self, x):
@@ -258,7 +271,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size=(1, 1)):
         super().__init__()
-        self.output_size = _pair(output_size, "output_size")
+        self.output_size = pair(output_size, "output_size")
         if self.output_size != (1, 1):
             raise ValueError(f"AdaptiveAvgPool2d supports output_size (1, 1) only, got "
                              f"{output_size}")

@@ -17,27 +17,8 @@ from collections import OrderedDict
 import numpy as np
 
 from minires import backend
-from minires.autograd import Tensor
+from minires.autograd import RemovableHandle, Tensor
 from minires.nn.parameter import Parameter
-
-
-class HookHandle:
-    """Returned by :meth:`Module.register_forward_hook`; ``remove()`` takes the hook away."""
-
-    _next_id = 0
-
-    def __init__(self, hooks: OrderedDict):
-        self.hooks, self.id = hooks, HookHandle._next_id
-        HookHandle._next_id += 1
-
-    def remove(self) -> None:
-        self.hooks.pop(self.id, None)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.remove()
 
 
 class Module:
@@ -106,13 +87,13 @@ class Module:
                 output = result
         return output
 
-    def register_forward_hook(self, hook) -> HookHandle:
+    def register_forward_hook(self, hook) -> RemovableHandle:
         """Call ``hook(module, inputs, output)`` after every forward of this module.
 
         Used to look inside a network (layer shapes in ``summary``, response statistics in
         the demonstrations).  Returns a handle whose ``remove()`` unregisters the hook.
         """
-        handle = HookHandle(self._forward_hooks)
+        handle = RemovableHandle(self._forward_hooks)
         self._forward_hooks[handle.id] = hook
         return handle
 

@@ -1,8 +1,10 @@
-"""Exercise: the forward pass of a ResNet BasicBlock with option A's shortcut.
+# %% [markdown]
+# # Exercise: the forward pass of a ResNet BasicBlock with option A's shortcut
+#
+# Write the function in the next cell (its docstring gives the shapes and the
+# formula), then check it: run the last cell, or `python -m minires check basic_block_forward`.
 
-Check your solution with:  python -m minires check basic_block_forward
-"""
-
+# %%
 import numpy as np  # noqa: F401  (you will need it)
 
 # You may use minires's kernels (plain NumPy arrays in and out):
@@ -14,6 +16,7 @@ from minires.kernels.conv import conv2d_forward  # noqa: F401
 from minires.kernels.norm import batch_norm_forward  # noqa: F401
 
 
+# %%
 def basic_block_forward(x, conv1_weight, bn1_gamma, bn1_beta, conv2_weight, bn2_gamma,
                         bn2_beta, stride=1):
     """The residual block of He et al. (2016), Fig. 2, on NumPy arrays (not Tensors):
@@ -50,9 +53,8 @@ def basic_block_forward(x, conv1_weight, bn1_gamma, bn1_beta, conv2_weight, bn2_
     raise NotImplementedError
 
 
-if __name__ == "__main__":  # running this file checks it (once minires is pip-installed)
-    import sys
+# %%
+if __name__ == "__main__":  # run this cell (or this file) to check your function
+    from minires.exercises import check_main
 
-    from minires.exercises import run_check
-
-    sys.exit(run_check("basic_block_forward", __file__))
+    check_main("basic_block_forward", basic_block_forward)

@@ -1,11 +1,14 @@
-"""Exercise: the backward pass of batch normalisation (training mode).
+# %% [markdown]
+# # Exercise: the backward pass of batch normalisation (training mode)
+#
+# Write the function in the next cell (its docstring gives the shapes and the
+# formula), then check it: run the last cell, or `python -m minires check batchnorm_backward`.
 
-Check your solution with:  python -m minires check batchnorm_backward
-"""
-
+# %%
 import numpy as np  # noqa: F401  (you will need it)
 
 
+# %%
 def batchnorm_backward(grad_y, x, gamma, eps=1e-5):
     """Gradients of BatchNorm in TRAINING mode (normalised with the batch's statistics).
 
@@ -46,9 +49,8 @@ def batchnorm_backward(grad_y, x, gamma, eps=1e-5):
     raise NotImplementedError
 
 
-if __name__ == "__main__":  # running this file checks it (once minires is pip-installed)
-    import sys
+# %%
+if __name__ == "__main__":  # run this cell (or this file) to check your function
+    from minires.exercises import check_main
 
-    from minires.exercises import run_check
-
-    sys.exit(run_check("batchnorm_backward", __file__))
+    check_main("batchnorm_backward", batchnorm_backward)

@@ -1,11 +1,14 @@
-"""Exercise: BatchNorm's forward pass in training mode, with the running statistics.
+# %% [markdown]
+# # Exercise: BatchNorm's forward pass in training mode, with the running statistics
+#
+# Write the function in the next cell (its docstring gives the shapes and the
+# formula), then check it: run the last cell, or `python -m minires check batchnorm_running_stats`.
 
-Check your solution with:  python -m minires check batchnorm_running_stats
-"""
-
+# %%
 import numpy as np  # noqa: F401  (you will need it)
 
 
+# %%
 def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum=0.1,
                             eps=1e-5):
     """BatchNorm in TRAINING mode, and the update of its running statistics (PyTorch's).
@@ -44,9 +47,8 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum=
     raise NotImplementedError
 
 
-if __name__ == "__main__":  # running this file checks it (once minires is pip-installed)
-    import sys
+# %%
+if __name__ == "__main__":  # run this cell (or this file) to check your function
+    from minires.exercises import check_main
 
-    from minires.exercises import run_check
-
-    sys.exit(run_check("batchnorm_running_stats", __file__))
+    check_main("batchnorm_running_stats", batchnorm_forward_train)

@@ -1,11 +1,14 @@
-"""Exercise: col2im, the backward pass of im2col.
+# %% [markdown]
+# # Exercise: col2im, the backward pass of im2col
+#
+# Write the function in the next cell (its docstring gives the shapes and the
+# formula), then check it: run the last cell, or `python -m minires check col2im`.
 
-Check your solution with:  python -m minires check col2im
-"""
-
+# %%
 import numpy as np  # noqa: F401  (you will need it)
 
 
+# %%
 def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0):
     """Scatter the rows of ``cols`` back into an image, ADDING values that land on the
     same pixel.  This is the adjoint (transpose) of ``im2col``, and exactly its backward
@@ -39,9 +42,8 @@ def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0):
     raise NotImplementedError
 
 
-if __name__ == "__main__":  # running this file checks it (once minires is pip-installed)
-    import sys
+# %%
+if __name__ == "__main__":  # run this cell (or this file) to check your function
+    from minires.exercises import check_main
 
-    from minires.exercises import run_check
-
-    sys.exit(run_check("col2im", __file__))
+    check_main("col2im", col2im)

@@ -1,14 +1,17 @@
-"""Exercise: the backward pass of a 2-D convolution.
+# %% [markdown]
+# # Exercise: the backward pass of a 2-D convolution
+#
+# Write the function in the next cell (its docstring gives the shapes and the
+# formula), then check it: run the last cell, or `python -m minires check conv2d_backward`.
 
-Check your solution with:  python -m minires check conv2d_backward
-"""
-
+# %%
 import numpy as np  # noqa: F401  (you will need it)
 
 # You may use minires's im2col/col2im (same layout as the im2col and col2im exercises):
 from minires.kernels.conv import col2im, im2col  # noqa: F401
 
 
+# %%
 def conv2d_backward(grad_y, x, weight, stride=1, padding=0):
     """Gradients of a convolution ``y = conv2d(x, weight, bias, stride, padding)``.
 
@@ -53,9 +56,8 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0):
     raise NotImplementedError
 
 
-if __name__ == "__main__":  # running this file checks it (once minires is pip-installed)
-    import sys
+# %%
+if __name__ == "__main__":  # run this cell (or this file) to check your function
+    from minires.exercises import check_main
 
-    from minires.exercises import run_check
-
-    sys.exit(run_check("conv2d_backward", __file__))
+    check_main("conv2d_backward", conv2d_backward)

@@ -1,11 +1,14 @@
-"""Exercise: im2col, the copy that turns a convolution into one matrix product.
+# %% [markdown]
+# # Exercise: im2col, the copy that turns a convolution into one matrix product
+#
+# Write the function in the next cell (its docstring gives the shapes and the
+# formula), then check it: run the last cell, or `python -m minires check im2col`.
 
-Check your solution with:  python -m minires check im2col
-"""
-
+# %%
 import numpy as np  # noqa: F401  (you will need it)
 
 
+# %%
 def im2col(x, kernel_h, kernel_w, stride=1, padding=0):
     """Copy every receptive field of ``x`` into one ROW of a matrix (minires's layout).
 
@@ -49,9 +52,8 @@ def im2col(x, kernel_h, kernel_w, stride=1, padding=0):
     raise NotImplementedError
 
 
-if __name__ == "__main__":  # running this file checks it (once minires is pip-installed)
-    import sys
+# %%
+if __name__ == "__main__":  # run this cell (or this file) to check your function
+    from minires.exercises import check_main
 
-    from minires.exercises import run_check
-
-    sys.exit(run_check("im2col", __file__))
+    check_main("im2col", im2col)

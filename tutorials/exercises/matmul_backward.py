@@ -1,11 +1,14 @@
-"""Exercise: the backward pass of a (batched, broadcasting) matrix product.
+# %% [markdown]
+# # Exercise: the backward pass of a (batched, broadcasting) matrix product
+#
+# Write the function in the next cell (its docstring gives the shapes and the
+# formula), then check it: run the last cell, or `python -m minires check matmul_backward`.
 
-Check your solution with:  python -m minires check matmul_backward
-"""
-
+# %%
 import numpy as np  # noqa: F401  (you will need it)
 
 
+# %%
 def matmul_backward(grad_y, a, b):
     """Gradients of ``y = a @ b`` (NumPy's matmul) with respect to a and b.
 
@@ -45,9 +48,8 @@ def matmul_backward(grad_y, a, b):
     raise NotImplementedError
 
 
-if __name__ == "__main__":  # running this file checks it (once minires is pip-installed)
-    import sys
+# %%
+if __name__ == "__main__":  # run this cell (or this file) to check your function
+    from minires.exercises import check_main
 
-    from minires.exercises import run_check
-
-    sys.exit(run_check("matmul_backward", __file__))
+    check_main("matmul_backward", matmul_backward)

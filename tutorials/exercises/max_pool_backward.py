@@ -1,11 +1,14 @@
-"""Exercise: the backward pass of 2-D max pooling.
+# %% [markdown]
+# # Exercise: the backward pass of 2-D max pooling
+#
+# Write the function in the next cell (its docstring gives the shapes and the
+# formula), then check it: run the last cell, or `python -m minires check max_pool_backward`.
 
-Check your solution with:  python -m minires check max_pool_backward
-"""
-
+# %%
 import numpy as np  # noqa: F401  (you will need it)
 
 
+# %%
 def max_pool2d_backward(grad_y, x, kernel_size, stride, padding=0):
     """Gradient of max pooling with respect to its input x.
 
@@ -46,9 +49,8 @@ def max_pool2d_backward(grad_y, x, kernel_size, stride, padding=0):
     raise NotImplementedError
 
 
-if __name__ == "__main__":  # running this file checks it (once minires is pip-installed)
-    import sys
+# %%
+if __name__ == "__main__":  # run this cell (or this file) to check your function
+    from minires.exercises import check_main
 
-    from minires.exercises import run_check
-
-    sys.exit(run_check("max_pool_backward", __file__))
+    check_main("max_pool_backward", max_pool2d_backward)

@@ -1,11 +1,14 @@
-"""Exercise: one step of SGD with momentum and weight decay, as PyTorch computes it.
+# %% [markdown]
+# # Exercise: one step of SGD with momentum and weight decay, as PyTorch computes it
+#
+# Write the function in the next cell (its docstring gives the shapes and the
+# formula), then check it: run the last cell, or `python -m minires check sgd_momentum`.
 
-Check your solution with:  python -m minires check sgd_momentum
-"""
-
+# %%
 import numpy as np  # noqa: F401  (you may need it)
 
 
+# %%
 def sgd_momentum_step(param, grad, momentum_buffer, lr, momentum, weight_decay):
     """One update of one parameter array by SGD with momentum and weight decay.
 
@@ -38,9 +41,8 @@ def sgd_momentum_step(param, grad, momentum_buffer, lr, momentum, weight_decay):
     raise NotImplementedError
 
 
-if __name__ == "__main__":  # running this file checks it (once minires is pip-installed)
-    import sys
+# %%
+if __name__ == "__main__":  # run this cell (or this file) to check your function
+    from minires.exercises import check_main
 
-    from minires.exercises import run_check
-
-    sys.exit(run_check("sgd_momentum", __file__))
+    check_main("sgd_momentum", sgd_momentum_step)

@@ -1,11 +1,14 @@
-"""Exercise: the backward pass of the sigmoid.
+# %% [markdown]
+# # Exercise: the backward pass of the sigmoid
+#
+# Write the function in the next cell (its docstring gives the shapes and the
+# formula), then check it: run the last cell, or `python -m minires check sigmoid_backward`.
 
-Check your solution with:  python -m minires check sigmoid_backward
-"""
-
+# %%
 import numpy as np  # noqa: F401  (you will need it, or not)
 
 
+# %%
 def sigmoid_backward(grad_y, y):
     """Gradient of the loss with respect to the sigmoid's INPUT x.
 
@@ -33,9 +36,8 @@ def sigmoid_backward(grad_y, y):
     raise NotImplementedError
 
 
-if __name__ == "__main__":  # running this file checks it (once minires is pip-installed)
-    import sys
+# %%
+if __name__ == "__main__":  # run this cell (or this file) to check your function
+    from minires.exercises import check_main
 
-    from minires.exercises import run_check
-
-    sys.exit(run_check("sigmoid_backward", __file__))
+    check_main("sigmoid_backward", sigmoid_backward)
