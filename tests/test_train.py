@@ -40,6 +40,10 @@ def make_run(tmp_path=None, lr=0.05, seed=0, progress=None, scheduler=True, **kw
 def test_tiny_net_learns():
     history = make_run(lr=0.1, scheduler=False).fit(6)
     loss, err = history["train_loss"], history["test_error"]
+    # Measured over seeds 0-7 at OPENBLAS_NUM_THREADS=1 and 2, fast and simple kernels (the
+    # numbers were identical across threads and kernels): loss[-1]/loss[0] 0.48-0.55 (seed 0:
+    # 0.509), final test error 0.073-0.167 (seed 0: 0.135, std over seeds 0.027).  Both
+    # thresholds sit more than 4 seed-standard-deviations beyond seed 0's value.
     assert loss[-1] < 0.7 * loss[0]
     assert err[-1] < 0.25  # chance is 0.75
     assert history["epoch"] == list(range(1, 7))
