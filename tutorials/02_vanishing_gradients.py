@@ -138,13 +138,11 @@ print("✓ at least a factor 4 lost per sigmoid: 10 layers leave less than one m
 # %%
 h = minires.tensor(0.0, dtype="float64", requires_grad=True, name="h")
 arrived = {}  # layer -> |dy/da_layer|, filled by the hooks during backward
-activations = []  # keep each a_l alive: a hook lives on its tensor
 out = h
 for layer in range(1, 11):
     out = out.sigmoid()
     out.name = f"a{layer}"
     out.register_hook(lambda grad, layer=layer: arrived.update({layer: abs(grad.item())}))
-    activations.append(out)
 with minires.viz.trace() as t:
     out.backward()
 print(t.table())
