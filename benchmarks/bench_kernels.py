@@ -8,7 +8,10 @@ forward + backward, GFLOP/s (convolutions: 2 FLOPs per multiply-add; backward co
 the forward), the fraction of the measured matmul throughput, and, when torch is importable,
 torch's CPU median for the same op (same thread count, float32, autograd backward) and the
 ratio ours / torch.  The "GEMMs" column times the convolution's three matrix products alone
-on ready-made matrices: the part of the time that BLAS, not minires, decides.
+on ready-made matrices: the part of the time that BLAS, not minires, decides.  The
+convolution runs through ``minires.kernels.routing``, i.e. the fast kernels unless
+``MINIRES_KERNELS=simple``.  Goals (issue 11): conv <= 1.5x torch, BatchNorm2d <= 1.2x,
+max-pool <= 1.5x.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from minires.kernels.conv import conv2d_backward, conv2d_forward  # noqa: E402
+import minires.kernels  # noqa: E402
+from minires.kernels.routing import conv2d_backward, conv2d_forward  # noqa: E402
 
 # ResNet-20 on CIFAR-10: three stages of 3x3, stride 1, padding 1 convolutions.
 CONV_STAGES = [(16, 32), (32, 16), (64, 8)]  # (channels, height = width)
@@ -109,8 +113,8 @@ def bench_conv(batch, channels, size, repeats, rng, torch, peak) -> dict:
     g = rng.standard_normal((batch, channels, size, size), dtype=np.float32)
 
     def ours():
-        conv2d_forward(x, w, None, 1, 1)
-        conv2d_backward(g, x, w, 1, 1, need_bias_grad=False)
+        conv2d_forward(x, w, None, 1, 1, 1)
+        conv2d_backward(g, x, w, 1, 1, 1, True, False)
 
     # The three products alone, at full-batch shapes: cols @ W.T, G.T @ cols, cols_g @ W'.
     rows, k = batch * size * size, 9 * channels
@@ -144,7 +148,7 @@ def bench_conv(batch, channels, size, repeats, rng, torch, peak) -> dict:
 
 def bench_batch_norm(batch, channels, size, repeats, rng, torch) -> dict | None:
     try:
-        from minires.kernels.norm import batch_norm_backward, batch_norm_forward
+        from minires.kernels.routing import batch_norm_backward, batch_norm_forward
     except ImportError as err:
         print(f"note: skipping BatchNorm2d row ({err})")
         return None
@@ -154,7 +158,7 @@ def bench_batch_norm(batch, channels, size, repeats, rng, torch) -> dict | None:
     mean, var = np.zeros(channels, np.float32), np.ones(channels, np.float32)
 
     def ours():
-        _, cache = batch_norm_forward(x, gamma, beta, mean, var, True)
+        _, cache = batch_norm_forward(x, gamma, beta, mean, var, True, 0.1, 1e-5)
         batch_norm_backward(g, cache)
 
     row = {"op": f"batchnorm2d {channels}ch {size}x{size}",
@@ -231,6 +235,8 @@ def main(argv=None) -> int:
           f"{blas['source']}), {platform.processor() or platform.machine()}")
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else
           "torch not installed: no comparison column")
+    print(f"minires kernels: {'fast' if minires.kernels.fast_enabled() else 'simple'} "
+          f"(MINIRES_KERNELS={os.environ.get('MINIRES_KERNELS', '')!r})")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if load > 1.0:
         print(f"note: load average {load:.1f} before starting: other processes share the CPU, "

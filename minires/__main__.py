@@ -275,12 +275,61 @@ def grade_submissions(args) -> int:
         raise _CommandError(str(err)) from err
 
 
+def export(args) -> int:
+    """Convert saved weights for another tool: a torch state dict, an ONNX graph, or a
+    safetensors state dict (see ``python -m minires export --help``)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from minires import interop, models, serialization
+
+    out = Path(args.out)
+    suffix = {"torch": ".pt", "onnx": ".onnx", "safetensors": ".safetensors"}[args.to]
+    if out.suffix != suffix:
+        raise _CommandError(f"--to {args.to} writes a {suffix} file; --out is {out}")
+    if args.width is not None and args.width < 1 or (args.input_size or 1) < 1:
+        raise _CommandError("--width and --input-size must be at least 1")
+    try:
+        state = serialization.load_state_dict(args.weights)
+        model = interop.model_for_state_dict(args.model, state, args.width)
+    except (OSError, ValueError, TypeError, ImportError) as err:
+        raise _CommandError(f"cannot load {args.weights} as {args.model}: {err}") from err
+    try:
+        if args.to == "safetensors":
+            serialization.save(model.state_dict(), out)
+            usage = "minires.load / safetensors.torch.load_file"
+        elif args.to == "onnx":
+            channels = model.conv1.in_channels
+            imagenet = args.model.lower().replace("-", "") in models.IMAGENET_MODEL_NAMES
+            size = args.input_size or (224 if imagenet else 28 if channels == 1 else 32)
+            example = np.zeros((1, channels, size, size), np.float32)
+            interop.export_onnx(model, example, out, opset=args.opset)
+            usage = f"onnxruntime.InferenceSession; input 'input' (N, {channels}, {size}, " \
+                    f"{size}), output 'logits'"
+        else:
+            import torch  # interop.to_torch has already checked that it imports
+
+            from minires.serialization import atomic_write
+
+            state_dict = interop.to_torch(model).state_dict()
+            atomic_write(out, lambda file: torch.save(state_dict, file))
+            usage = ("twin.load_state_dict(torch.load(path, weights_only=True)) into "
+                     "minires.interop.to_torch(model) or torchvision's ResNet")
+    except (ImportError, ValueError, TypeError, OSError) as err:
+        raise _CommandError(f"cannot write {out}: {err}") from err
+    print(f"wrote {out}: {args.model} ({model.num_parameters():,} parameters, "
+          f"{len(model.state_dict())} tensors) for {usage}")
+    return 0
+
+
 # What Ctrl-C leaves behind, per command (the others write nothing worth a word).
 _INTERRUPTED = {
     "train": "the files in --out hold the last completed epoch, if any (continue with "
              "--resume)",
     "demo": "--out holds the demonstrations that finished (report.md lists them)",
     "grade": "grading did not finish; --csv and --json are written only when it does",
+    "export": "nothing was written (the file is written whole or not at all)",
 }
 
 
@@ -366,6 +415,28 @@ def main(argv=None) -> int:
     grade.add_argument("--catalog", action="append", default=[], metavar="DIR",
                        help="a folder of a course's own exercises (repeatable)")
     grade.set_defaults(run=check)
+
+    convert = commands.add_parser(
+        "export", help="convert saved weights for PyTorch, ONNX or safetensors",
+        description="Read WEIGHTS (a .safetensors state dict saved by minires.save, or the "
+        "checkpoint.safetensors that `minires train` writes), rebuild --model around them "
+        "(input channels, width and classes are read off the weights) and write --out. "
+        "--to torch: a torch state dict (.pt, torch's own format, read with "
+        "torch.load(path, weights_only=True)); --to onnx: the eval-mode graph (.onnx); "
+        "--to safetensors: the model's state dict (.safetensors, torchvision's keys).")
+    convert.add_argument("weights", help="a .safetensors state dict or training checkpoint")
+    convert.add_argument("--model", required=True, help="e.g. resnet20, plain56, resnet18")
+    convert.add_argument("--width", type=int, default=None,
+                         help="CIFAR models: channels of the first stage (default: read off "
+                         "the weights; if given, must agree)")
+    convert.add_argument("--to", required=True, choices=("torch", "onnx", "safetensors"))
+    convert.add_argument("--out", required=True, help="the file to write (.pt, .onnx or "
+                         ".safetensors, by --to)")
+    convert.add_argument("--input-size", type=int, default=None,
+                         help="onnx: height = width of the example input (default 224 for "
+                         "ImageNet models, 28 for 1-channel and 32 for 3-channel CIFAR ones)")
+    convert.add_argument("--opset", type=int, default=17, help="onnx: operator set (17)")
+    convert.set_defaults(run=export)
 
     marks = commands.add_parser(
         "grade", help="grade a class: one folder per student, a CSV row per exercise",

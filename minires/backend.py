@@ -186,3 +186,33 @@ def get_rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     """Restore a state saved by :func:`get_rng_state`."""
     _rng.bit_generator.state = state
+
+
+# ---------------------------------------------------------------------------- allocator
+
+
+def keep_freed_memory(mmap_threshold: int = 32 * 2**20, trim_threshold: int = 2**30) -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning it (Linux).
+
+    A training step frees and re-allocates the same large arrays every step.  By default
+    glibc hands large blocks back to the operating system, so the next step's arrays are
+    fresh pages that the kernel must fault in and zero.  This sets ``M_MMAP_THRESHOLD``
+    (blocks below it come from the reusable heap; glibc's maximum is 32 MiB) and
+    ``M_TRIM_THRESHOLD`` (free heap kept before trimming) with ``mallopt``, for the whole
+    process.  Never called on import: the CLI, Trainer or a benchmark call it, and say so.
+    Peak memory stays what the step needs; memory is kept at that peak between steps.
+
+    Returns True when applied, False where there is no glibc (macOS, Windows, musl).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's <malloc.h>
+    return bool(mallopt(m_mmap_threshold, int(mmap_threshold))
+                and mallopt(m_trim_threshold, int(trim_threshold)))

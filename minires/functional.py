@@ -14,10 +14,9 @@ import numpy as np
 from minires import backend
 from minires.autograd import Function, Tensor, as_tensor
 from minires.kernels import activation as act_kernels
-from minires.kernels import conv as conv_kernels
 from minires.kernels import loss as loss_kernels
-from minires.kernels import norm as norm_kernels
 from minires.kernels import pool as pool_kernels
+from minires.kernels import routing as kernels
 
 # The elementwise activations are tensor ops; re-exported so `F.relu` etc. work.
 from minires.ops import log_softmax, relu, sigmoid, softmax, tanh
@@ -88,11 +87,11 @@ class Conv2d(Function):
 
     def forward(self, x, weight, bias=None):
         self.x, self.weight, self.has_bias = x, weight, bias is not None
-        return conv_kernels.conv2d_forward(x, weight, bias, self.stride, self.padding,
-                                           self.dilation)
+        return kernels.conv2d_forward(x, weight, bias, self.stride, self.padding,
+                                      self.dilation)
 
     def backward(self, grad_y):
-        grad_x, grad_w, grad_b = conv_kernels.conv2d_backward(
+        grad_x, grad_w, grad_b = kernels.conv2d_backward(
             grad_y, self.x, self.weight, self.stride, self.padding, self.dilation,
             need_input_grad=self.needs_input_grad[0], need_bias_grad=self.has_bias)
         return (grad_x, grad_w, grad_b) if self.has_bias else (grad_x, grad_w)
@@ -124,13 +123,13 @@ class MaxPool2d(Function):
 
     def forward(self, x):
         self.x_shape = x.shape
-        y, self.argmax = pool_kernels.max_pool2d_forward(x, self.kernel_size, self.stride,
-                                                         self.padding)
+        y, self.saved = kernels.max_pool2d_forward(x, self.kernel_size, self.stride,
+                                                   self.padding)  # the argmax (see routing)
         return y
 
     def backward(self, grad_y):
-        return pool_kernels.max_pool2d_backward(grad_y, self.argmax, self.x_shape,
-                                                self.kernel_size, self.stride, self.padding)
+        return kernels.max_pool2d_backward(grad_y, self.saved, self.x_shape, self.kernel_size,
+                                           self.stride, self.padding)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:
@@ -209,13 +208,13 @@ class BatchNorm(Function):
         self.training, self.momentum, self.eps, self.affine = training, momentum, eps, affine
 
     def forward(self, x, weight=None, bias=None):
-        y, self.cache = norm_kernels.batch_norm_forward(
+        y, self.cache = kernels.batch_norm_forward(
             x, weight, bias, self.running_mean, self.running_var, self.training,
             self.momentum, self.eps)
         return y
 
     def backward(self, grad_y):
-        grad_x, grad_gamma, grad_beta = norm_kernels.batch_norm_backward(grad_y, self.cache)
+        grad_x, grad_gamma, grad_beta = kernels.batch_norm_backward(grad_y, self.cache)
         return (grad_x, grad_gamma, grad_beta) if self.affine else grad_x
 
 

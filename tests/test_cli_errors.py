@@ -183,6 +183,8 @@ def test_divergence_exits_1_without_traceback(tmp_path):
     ("train", SMOKE + ["--epochs", "1"], "the files in --out hold the last completed epoch"),
     ("demo", ["demo", "identity"], "--out holds the demonstrations that finished"),
     ("grade", ["grade", "subs", "--csv", "t.csv"], "--csv and --json are written only"),
+    ("export", ["export", "w.safetensors", "--model", "resnet20", "--to", "onnx", "--out",
+                "m.onnx"], "nothing was written"),
     ("check", ["check", "im2col"], None),
     ("quickstart", ["quickstart"], None),
 ])

@@ -6,8 +6,9 @@
 * Backward by central differences (minires.gradcheck, float64, random upstream gradient,
   tolerance 1e-7: a convolution is linear in each input, so a correct backward gives
   ~1e-10) and against torch autograd (rel 1e-10).
-* Both grad_x paths (stride 1: a convolution of grad_out; otherwise col2im) and the CPU batch
-  chunking (forced to small chunks) are covered.
+* Every convolution test runs twice: on the teaching kernels (``conv.py``) and on the fast
+  twins (``fast/conv.py``: both grad_x paths, stride 1 as a convolution of grad_out, otherwise
+  col2im).  ``test_kernels_fast.py`` compares the two directly.
 """
 
 import numpy as np
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minires.kernels.conv as conv_module
+import minires.kernels.fast.conv as fast_conv_module
 from minires.gradcheck import check_array_gradients
 from minires.kernels.conv import (
     col2im,
@@ -28,6 +30,15 @@ from minires.kernels.conv import (
 )
 
 GRADCHECK_TOL = 1e-7
+
+
+@pytest.fixture(autouse=True, params=["simple", "fast"])
+def kernels(request, monkeypatch):
+    """Run each test with this file's conv2d_forward/backward bound to one implementation."""
+    module = {"simple": conv_module, "fast": fast_conv_module}[request.param]
+    for name in ("conv2d_forward", "conv2d_backward"):
+        monkeypatch.setitem(globals(), name, getattr(module, name))
+    return request.param
 TORCH_RTOL = 1e-10
 
 # (x shape, C_out, kernel, stride, padding, dilation)
@@ -206,25 +217,6 @@ def test_backward_skips_unneeded_gradients(rng):
                                               need_input_grad=False, need_bias_grad=False)
     assert none_x is None and none_b is None
     np.testing.assert_allclose(grad_w2, grad_w, rtol=1e-12)
-
-
-@pytest.mark.parametrize("images_per_chunk", [1, 2])
-@pytest.mark.parametrize("stride", [1, 2])
-def test_batch_chunking_gives_the_same_result(rng, monkeypatch, images_per_chunk, stride):
-    """CPU batches are split into chunks of about CHUNK_BYTES of columns.  Force one image
-    per chunk, and chunks of 2 images with a smaller last one (5 images)."""
-    x = rng.standard_normal((5, 3, 5, 6))
-    w = rng.standard_normal((4, 3, 3, 3))
-    b = rng.standard_normal(4)
-    y = conv2d_forward(x, w, b, stride, 1)
-    g = rng.standard_normal(y.shape)
-    grads = conv2d_backward(g, x, w, stride, 1)
-    column_bytes = y.shape[2] * y.shape[3] * 27 * 8  # one image's columns, float64
-    monkeypatch.setattr(conv_module, "CHUNK_BYTES", images_per_chunk * column_bytes)
-    assert len(conv_module._batch_chunks(np, 5, column_bytes)) == [5, 3][images_per_chunk - 1]
-    np.testing.assert_allclose(conv2d_forward(x, w, b, stride, 1), y, rtol=1e-12, atol=1e-12)
-    for chunked, whole in zip(conv2d_backward(g, x, w, stride, 1), grads, strict=True):
-        np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- PyTorch

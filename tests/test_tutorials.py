@@ -124,8 +124,8 @@ def number(pattern: str, text: str) -> float:
 FLOAT = r"([-+]?[0-9][0-9,]*\.?[0-9]*(?:e[-+]?[0-9]+)?%?)"
 
 
-def test_there_are_eight_tutorials():
-    assert [name[:2] for name in NAMES] == [f"0{i}" for i in range(1, 9)]
+def test_there_are_nine_tutorials():
+    assert [name[:2] for name in NAMES] == [f"0{i}" for i in range(1, 10)]
 
 
 def check_figures(out: Path, stdout: str, at_least: int = 1) -> None:
@@ -259,6 +259,37 @@ def test_08_resnet_end_to_end(outputs):
     assert len(ratios) == 9
     assert ("the GPU cell was skipped" in stdout) or ("on the GPU" in stdout)
     check_figures(out, stdout)
+
+
+def test_09_to_pytorch(outputs):
+    stdout, out = outputs(tutorial("09"))
+    assert (out / "resnet20.safetensors").stat().st_size > 0
+    try:
+        import torch  # noqa: F401  (the tutorial runs its PyTorch cells when this works)
+        have_torch = True
+    except ImportError:
+        have_torch = False
+    if have_torch:
+        assert "state-dict keys equal: True (116 tensors" in stdout
+        assert number(r"eval-mode logits: max relative difference = " + FLOAT, stdout) < 1e-5
+        assert number(r"gradients \(float32\): max difference / largest gradient = " + FLOAT,
+                      stdout) < 1e-3
+        assert number(r"gradients \(float64\): max difference / largest gradient = " + FLOAT,
+                      stdout) < 1e-10
+        assert number(r"after a torch SGD step and from_torch: max relative logit "
+                      r"difference = " + FLOAT, stdout) < 1e-5
+        assert "ResNet-32: from_torch: the weights do not fit CifarResNet" in stdout
+        assert number(r"load_state_dict\(strict=True\): max relative logit difference = "
+                      + FLOAT, stdout) < 1e-5
+    else:
+        assert "torch is not installed: the PyTorch cells were skipped" in stdout
+    try:
+        import onnx  # noqa: F401
+        assert number(r"ONNX reference evaluator vs minires: max relative difference = "
+                      + FLOAT, stdout) < 1e-4
+        assert re.search(r"ops .*Pad, Relu, Slice", stdout)
+    except ImportError:
+        assert "onnx is not installed: the ONNX cell was skipped" in stdout
 
 
 def test_size_switch_rejects_unknown_sizes(tmp_path):

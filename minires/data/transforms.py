@@ -19,6 +19,7 @@ import numpy as np
 
 from minires import backend
 from minires.backend import get_array_module
+from minires.kernels.geometry import pair
 
 
 def _generator(rng) -> np.random.Generator:
@@ -35,13 +36,6 @@ def _check_batch(x, name: str) -> None:
             f"{name} expects a batch of images of shape (N, C, H, W), got shape "
             f"{getattr(x, 'shape', type(x).__name__)}"
         )
-
-
-def _pair(value, name: str) -> tuple[int, int]:
-    pair = (value, value) if np.ndim(value) == 0 else tuple(value)
-    if len(pair) != 2 or any(int(v) != v or v < 0 for v in pair):
-        raise ValueError(f"{name} must be a non-negative int or a pair of them, got {value!r}")
-    return int(pair[0]), int(pair[1])
 
 
 class Normalize:
@@ -100,10 +94,10 @@ class RandomCrop:
     """
 
     def __init__(self, size, padding: int = 0, fill: float = 0.0):
-        self.size = _pair(size, "size")
+        self.size = pair(size, "size", 0)
         if min(self.size) < 1:
             raise ValueError(f"size must be positive, got {size!r}")
-        self.padding = _pair(padding, "padding")
+        self.padding = pair(padding, "padding", 0)
         self.fill = fill
 
     def __call__(self, x, rng=None):

@@ -41,7 +41,7 @@ def relu_backward(grad_y, x):
     """
     if cuda.handles(grad_y, x):  # CuPy arrays: the CUDA twin, kernels/cuda/elementwise.cu
         return cuda.relu_backward(grad_y, x)
-    _check_same_shape(grad_y, x, "grad_y", "x")
+    check_same_shape(grad_y, x, "grad_y", "x")
     return grad_y * (x > 0)
 
 
@@ -70,7 +70,7 @@ def sigmoid_backward(grad_y, y):
     """
     if cuda.handles(grad_y, y):  # CuPy arrays: the CUDA twin, kernels/cuda/elementwise.cu
         return cuda.sigmoid_backward(grad_y, y)
-    _check_same_shape(grad_y, y, "grad_y", "y")
+    check_same_shape(grad_y, y, "grad_y", "y")
     return grad_y * (y * (1 - y))
 
 
@@ -84,7 +84,7 @@ def tanh_backward(grad_y, y):
     """``dL/dx = grad_y * (1 - y^2)`` where ``y = tanh(x)`` is the forward OUTPUT."""
     if cuda.handles(grad_y, y):  # CuPy arrays: the CUDA twin, kernels/cuda/elementwise.cu
         return cuda.tanh_backward(grad_y, y)
-    _check_same_shape(grad_y, y, "grad_y", "y")
+    check_same_shape(grad_y, y, "grad_y", "y")
     return grad_y * (1 - y * y)
 
 
@@ -147,7 +147,8 @@ def linear_backward(grad_y, x, weight, need_bias_grad=True):
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_same_shape(a, b, name_a: str, name_b: str):
+def check_same_shape(a, b, name_a: str, name_b: str):
+    """ValueError unless ``a`` and ``b`` have the same shape (names in the message)."""
     if tuple(a.shape) != tuple(b.shape):
         raise ValueError(
             f"{name_a} has shape {tuple(a.shape)} but {name_b} has shape {tuple(b.shape)}; "

@@ -22,94 +22,44 @@ Backward, with ``G`` = grad_out as a ``(N*OH*OW, C_out)`` matrix:
 ``col2im`` is the *adjoint* (transpose) of ``im2col``: each pixel was copied into several
 rows, so its gradient is the *sum* of the gradients of all its copies.
 
-Layout and speed (measured with ``benchmarks/bench_kernels.py`` on a 2-core AVX-512 CPU,
-OpenBLAS, float32, ResNet-20 shapes at batch 128):
+Rows are output pixels and columns run over (kernel row, kernel column, channel), i.e.
+"channels last": each row is then KH runs of KW*C values that are contiguous in a
+channels-last padded copy of the input, so im2col is ONE strided copy.
 
-* Rows are output pixels and columns run over (kernel row, kernel column, channel), i.e.
-  "channels last".  Each row is then KH runs of KW*C values that are contiguous in a
-  channels-last padded copy of the input, so im2col is ONE strided copy, and all three
-  matrix products have the long N*OH*OW side as rows.  The other common layout,
-  (C*KH*KW, N*OH*OW), needs large transposes and was 5-20% slower overall.
-* On the CPU the batch is processed in chunks whose column matrix (about
-  :data:`CHUNK_BYTES`) stays in cache, and the chunk buffers are reused; each chunk is
-  still im2col + one matrix product.  Materialising the whole 75 MB column matrix (first
-  stage) was 1.6-1.9x slower.  For the same reason the columns are not kept from forward
-  to backward (that would also hold KH*KW times every layer's input in memory): backward
-  recomputes them, chunk by chunk.
-* For stride 1, ``col2im(G @ W_mat)`` equals a convolution of the zero-padded ``grad_out``
-  with the kernel flipped in space and with C_in and C_out swapped ("the backward of a
-  convolution is a convolution").  That form uses the fast im2col copy; col2im's
-  scatter-add moves only C values per NumPy inner loop, and made the whole backward pass
-  1.1-1.6x slower.  Strided convolutions (and padding > dilation*(K-1)) use col2im.
+This file is the teaching path: whole-batch functions of one screen each, and
+:func:`conv2d_naive`, the same convolution as explicit loops.  Training normally runs the
+fast twins in :mod:`minires.kernels.fast.conv` (batch chunks, reused buffers, backward as a
+convolution), which the tests hold equal to these; ``minires.kernels.use(fast=False)``
+(or ``MINIRES_KERNELS=simple``) runs these everywhere instead, and
+``minires.kernels.use(im2col=mine)`` routes the layers through a student's im2col.
 
 All functions take NumPy or CuPy arrays (``xp = get_array_module(...)``) and keep the input
 dtype (float32 stays float32).  On the GPU (CuPy float32/float64 arrays) im2col and col2im
-run the CUDA twins in ``minires/kernels/cuda/im2col.cu`` (the first two lines of each; the
-convolution's chunked im2col uses it too), where col2im *gathers*, one thread per pixel;
-the matrix products stay ``xp.matmul``, i.e. cuBLAS, with the whole batch as one chunk.
+run the CUDA twins in ``minires/kernels/cuda/im2col.cu`` (the first two lines of each),
+where col2im *gathers*, one thread per pixel; the matrix products stay ``xp.matmul``, i.e.
+cuBLAS.
 """
 
 from __future__ import annotations
 
-import numbers
-
 from minires.backend import get_array_module
 from minires.kernels import cuda
+from minires.kernels.geometry import output_hw, output_size, pair
 
-#: Target size in bytes of one chunk's column matrix on the CPU: small enough to stay in
-#: cache (4 MB measured best of 1-16 MB here; the whole batch at once was slowest).
-CHUNK_BYTES = 4 * 2**20
+#: Output length of a convolution along one axis (see :mod:`minires.kernels.geometry`).
+conv_output_size = output_size
 
-
-# ---------------------------------------------------------------------------- geometry
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+# ---------------------------------------------------------------------------- checks
 
 
-def _pair(value, name: str, minimum: int) -> tuple[int, int]:
-    """An int or an (h, w) pair -> (h, w), checked to be ints >= minimum."""
-    if _is_int(value):
-        pair = (value, value)
-    else:
-        pair = tuple(value) if isinstance(value, (tuple, list)) else ()
-    if len(pair) != 2 or not all(_is_int(v) for v in pair):
-        raise TypeError(f"conv2d: {name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"conv2d: {name} must be >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
+def _geometry(stride, padding, dilation):
+    """Each of stride, padding, dilation as an (h, w) pair, checked."""
+    return (pair(stride, "stride", 1, "conv2d"), pair(padding, "padding", 0, "conv2d"),
+            pair(dilation, "dilation", 1, "conv2d"))
 
 
-def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
-                     dilation: int = 1) -> int:
-    """Output length of a convolution along one axis.
-
-    ``out = floor((size + 2*padding - dilation*(kernel - 1) - 1) / stride) + 1``
-
-    ``dilation*(kernel - 1) + 1`` is the span of the dilated kernel; it must fit in the padded
-    input, otherwise a ValueError names both sizes.
-    """
-    if kernel < 1 or stride < 1 or dilation < 1 or padding < 0:
-        raise ValueError(f"conv2d: need kernel, stride, dilation >= 1 and padding >= 0, got "
-                         f"kernel={kernel}, stride={stride}, dilation={dilation}, "
-                         f"padding={padding}")
-    span = dilation * (kernel - 1) + 1
-    padded = size + 2 * padding
-    if padded < span:
-        raise ValueError(
-            f"conv2d: kernel of size {kernel} (span {span} with dilation {dilation}) is larger "
-            f"than the padded input of size {padded} ({size} + 2*{padding})"
-        )
-    return (padded - span) // stride + 1
-
-
-def _output_hw(h, w, kernel_h, kernel_w, stride, padding, dilation) -> tuple[int, int]:
-    return (conv_output_size(h, kernel_h, stride[0], padding[0], dilation[0]),
-            conv_output_size(w, kernel_w, stride[1], padding[1], dilation[1]))
-
-
-def _check_4d(array, name: str, layout: str):
+def check_4d(array, name: str, layout: str):
+    """TypeError unless ``array`` is an array; ValueError unless it is 4-D (``layout``)."""
     if not hasattr(array, "ndim"):
         raise TypeError(f"conv2d: {name} must be an array, got {type(array).__name__}")
     if array.ndim != 4:
@@ -117,10 +67,10 @@ def _check_4d(array, name: str, layout: str):
                          f"got ndim={array.ndim} with shape {tuple(array.shape)}")
 
 
-def _check_conv_args(x, weight, bias):
+def check_conv_args(x, weight, bias):
     """Shapes and dtypes shared by forward, backward and the naive reference."""
-    _check_4d(x, "input", "(N, C, H, W)")
-    _check_4d(weight, "weight", "(C_out, C_in, KH, KW)")
+    check_4d(x, "input", "(N, C, H, W)")
+    check_4d(weight, "weight", "(C_out, C_in, KH, KW)")
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"conv2d: input has {x.shape[1]} channels but weight expects "
                          f"{weight.shape[1]} (weight shape {tuple(weight.shape)})")
@@ -133,46 +83,16 @@ def _check_conv_args(x, weight, bias):
                          f"{weight.shape[0]} output channels, got {tuple(bias.shape)}")
 
 
+def check_grad_out(grad_out, x, expected_shape):
+    """ValueError unless grad_out has the forward output's shape, TypeError unless x's dtype."""
+    if tuple(grad_out.shape) != tuple(expected_shape):
+        raise ValueError(f"conv2d: grad_out must have the output's shape "
+                         f"{tuple(expected_shape)}, got {tuple(grad_out.shape)}")
+    if grad_out.dtype != x.dtype:
+        raise TypeError(f"conv2d: grad_out dtype {grad_out.dtype} != input dtype {x.dtype}")
+
+
 # ---------------------------------------------------------------------------- im2col
-
-
-def _to_padded_nhwc(x, ph: int, pw: int, out=None):
-    """(N, C, H, W) -> zero-padded channels-last copy (N, H + 2*ph, W + 2*pw, C).
-
-    ``out``: a buffer from an earlier call with the same padding (its border is still
-    zero), reused so that batch chunks do not each fault in fresh memory.
-    """
-    xp = get_array_module(x)
-    n, c, h, w = x.shape
-    if out is None:
-        out = xp.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)
-    out = out[:n]
-    out[:, ph:ph + h, pw:pw + w, :] = x.transpose(0, 2, 3, 1)
-    return out
-
-
-def _unfold(padded, kernel_h, kernel_w, stride, dilation, out_h, out_w, out=None):
-    """Columns (N*OH*OW, KH*KW*C) from a padded channels-last image (N, Hp, Wp, C).
-
-    ``as_strided`` builds, without copying, the 6-D view
-    ``windows[n, oh, ow, i, j, c] = padded[n, oh*sh + i*dh, ow*sw + j*dw, c]``
-    (strides are in bytes: one step along ``oh`` jumps ``sh`` image rows, and so on).
-    The one copy into ``out`` (a new array, or the first rows of a reused buffer) makes it
-    a matrix.
-    """
-    xp = get_array_module(padded)
-    n, _, _, c = padded.shape
-    s_n, s_h, s_w, s_c = padded.strides
-    windows = xp.lib.stride_tricks.as_strided(
-        padded,
-        shape=(n, out_h, out_w, kernel_h, kernel_w, c),
-        strides=(s_n, s_h * stride[0], s_w * stride[1], s_h * dilation[0], s_w * dilation[1],
-                 s_c),
-    )
-    rows, width = n * out_h * out_w, kernel_h * kernel_w * c
-    cols = xp.empty((rows, width), dtype=padded.dtype) if out is None else out[:rows]
-    xp.copyto(cols.reshape(windows.shape), windows)
-    return cols
 
 
 def im2col(x, kernel_h: int, kernel_w: int, stride=1, padding=0, dilation=1):
@@ -193,13 +113,20 @@ def im2col(x, kernel_h: int, kernel_w: int, stride=1, padding=0, dilation=1):
     """
     if cuda.handles(x):  # CuPy array: the CUDA twin, kernels/cuda/im2col.cu
         return cuda.im2col(x, kernel_h, kernel_w, stride, padding, dilation)
-    _check_4d(x, "input", "(N, C, H, W)")
-    stride, padding = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
-    dilation = _pair(dilation, "dilation", 1)
-    out_h, out_w = _output_hw(x.shape[2], x.shape[3], kernel_h, kernel_w, stride, padding,
-                              dilation)
-    return _unfold(_to_padded_nhwc(x, *padding), kernel_h, kernel_w, stride, dilation,
-                   out_h, out_w)
+    check_4d(x, "input", "(N, C, H, W)")
+    xp = get_array_module(x)
+    (sh, sw), (ph, pw), (dh, dw) = _geometry(stride, padding, dilation)
+    n, c, h, w = x.shape
+    out_h, out_w = output_hw(h, w, (kernel_h, kernel_w), (sh, sw), (ph, pw), (dh, dw))
+    padded = xp.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)  # channels last
+    padded[:, ph:ph + h, pw:pw + w, :] = x.transpose(0, 2, 3, 1)
+    # A view, no copy: windows[n, oh, ow, i, j, c] = padded[n, oh*sh + i*dh, ow*sw + j*dw, c]
+    # (strides are in bytes: one step along oh jumps sh image rows, and so on).
+    s_n, s_h, s_w, s_c = padded.strides
+    windows = xp.lib.stride_tricks.as_strided(
+        padded, shape=(n, out_h, out_w, kernel_h, kernel_w, c),
+        strides=(s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c))
+    return windows.reshape(n * out_h * out_w, kernel_h * kernel_w * c)  # the one copy
 
 
 def col2im(cols, x_shape, kernel_h: int, kernel_w: int, stride=1, padding=0, dilation=1):
@@ -220,10 +147,8 @@ def col2im(cols, x_shape, kernel_h: int, kernel_w: int, stride=1, padding=0, dil
     if len(x_shape) != 4:
         raise ValueError(f"col2im: x_shape must be (N, C, H, W), got {tuple(x_shape)}")
     n, c, h, w = x_shape
-    stride, padding = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
-    dilation = _pair(dilation, "dilation", 1)
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    out_h, out_w = _output_hw(h, w, kernel_h, kernel_w, stride, padding, dilation)
+    (sh, sw), (ph, pw), (dh, dw) = _geometry(stride, padding, dilation)
+    out_h, out_w = output_hw(h, w, (kernel_h, kernel_w), (sh, sw), (ph, pw), (dh, dw))
     expected = (n * out_h * out_w, kernel_h * kernel_w * c)
     if tuple(cols.shape) != expected:
         raise ValueError(f"col2im: cols must have shape {expected} for x_shape {tuple(x_shape)}, "
@@ -246,39 +171,6 @@ def weight_to_matrix(weight):
     return weight.transpose(0, 2, 3, 1).reshape(c_out, -1)
 
 
-def _batch_chunks(xp, batch: int, bytes_per_item: int):
-    """Slices covering the batch, each holding about CHUNK_BYTES of columns (CPU only;
-    a GPU gets the whole batch at once, where one big matrix product is best)."""
-    if xp.__name__ != "numpy":
-        return [slice(0, batch)]
-    size = max(1, CHUNK_BYTES // max(1, bytes_per_item))
-    return [slice(start, min(start + size, batch)) for start in range(0, batch, size)] or [
-        slice(0, 0)]
-
-
-class _ChunkIm2col:
-    """im2col for successive batch chunks of at most ``chunk`` images, reusing one padded
-    image buffer and one column buffer (fresh memory costs page faults).  On the GPU (one
-    chunk, the whole batch) it calls the CUDA :func:`im2col` and keeps no buffers."""
-
-    def __init__(self, xp, dtype, chunk, channels, h, w, kernel, stride, padding, dilation):
-        self.kernel, self.stride, self.padding, self.dilation = kernel, stride, padding, dilation
-        self.out_hw = _output_hw(h, w, *kernel, stride, padding, dilation)
-        self.rows = chunk * self.out_hw[0] * self.out_hw[1]  # of the largest chunk's columns
-        self.gpu = xp.__name__ != "numpy" and dtype.name in cuda.C_TYPES  # as cuda.handles
-        if not self.gpu:
-            ph, pw = padding
-            self.padded = xp.zeros((chunk, h + 2 * ph, w + 2 * pw, channels), dtype=dtype)
-            self.cols = xp.empty((self.rows, kernel[0] * kernel[1] * channels), dtype=dtype)
-
-    def __call__(self, x):
-        if self.gpu:
-            return im2col(x, *self.kernel, self.stride, self.padding, self.dilation)
-        padded = _to_padded_nhwc(x, *self.padding, out=self.padded)
-        return _unfold(padded, *self.kernel, self.stride, self.dilation, *self.out_hw,
-                       out=self.cols)
-
-
 # ---------------------------------------------------------------------------- convolution
 
 
@@ -298,30 +190,16 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1):
                               w[o, c, i, j] * x_pad[n, c, oh*sh + i*dh, ow*sw + j*dw]
     """
     xp = get_array_module(x, weight, bias)
-    _check_conv_args(x, weight, bias)
-    stride, padding = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
-    dilation = _pair(dilation, "dilation", 1)
-    n, c_in, h, w = x.shape
+    check_conv_args(x, weight, bias)
+    n, _, h, w = x.shape
     c_out, _, kernel_h, kernel_w = weight.shape
-    out_h, out_w = _output_hw(h, w, kernel_h, kernel_w, stride, padding, dilation)
-
-    w_mat_t = weight_to_matrix(weight).T  # (KH*KW*C_in, C_out)
-    y = xp.empty((n, c_out, out_h, out_w), dtype=x.dtype)
-    chunks = _batch_chunks(xp, n, out_h * out_w * kernel_h * kernel_w * c_in * x.dtype.itemsize)
-    unfold = _ChunkIm2col(xp, x.dtype, chunks[0].stop, c_in, h, w, (kernel_h, kernel_w),
-                          stride, padding, dilation)
-    product = xp.empty((unfold.rows, c_out), dtype=x.dtype)
-    for batch in chunks:
-        cols = unfold(x[batch])
-        # (B*OH*OW, K) @ (K, C_out): rows are output pixels, channels last ...
-        out = xp.matmul(cols, w_mat_t, out=product[:len(cols)])
-        out = out.reshape(-1, out_h, out_w, c_out).transpose(0, 3, 1, 2)
-        # ... copied to (B, C_out, OH, OW), adding the bias in the same pass.
-        if bias is None:
-            y[batch] = out
-        else:
-            xp.add(out, bias.reshape(c_out, 1, 1), out=y[batch])
-    return y
+    out_h, out_w = output_hw(h, w, (kernel_h, kernel_w), *_geometry(stride, padding, dilation))
+    cols = im2col(x, kernel_h, kernel_w, stride, padding, dilation)  # (N*OH*OW, KH*KW*C_in)
+    y = cols @ weight_to_matrix(weight).T                             # (N*OH*OW, C_out)
+    y = y.reshape(n, out_h, out_w, c_out).transpose(0, 3, 1, 2)       # back to NCHW
+    if bias is not None:
+        y = y + bias.reshape(1, c_out, 1, 1)
+    return xp.ascontiguousarray(y)
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
@@ -336,67 +214,28 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
 
     Returns:
         ``(grad_x, grad_weight, grad_bias)``, shapes (N, C_in, H, W), (C_out, C_in, KH, KW),
-        (C_out,); None for those not asked for.  With ``G`` = grad_out as (N*OH*OW, C_out):
+        (C_out,); None for those not asked for.  With ``G`` = grad_out as (N*OH*OW, C_out)
+        and ``W = weight_to_matrix(weight)``:
 
-        * ``grad_weight = G.T @ im2col(x)`` (reshaped back to the weight's shape),
-        * ``grad_x = col2im(G @ weight_to_matrix(weight))``,
+        * ``grad_W = G.T @ im2col(x)`` (reshaped back to the weight's shape),
+        * ``grad_x = col2im(G @ W)``,
         * ``grad_bias[o] = sum over n, oh, ow of grad_out[n, o, oh, ow]``.
     """
-    xp = get_array_module(grad_out, x, weight)
-    _check_conv_args(x, weight, None)
-    stride, padding = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
-    dilation = _pair(dilation, "dilation", 1)
+    check_conv_args(x, weight, None)
     n, c_in, h, w = x.shape
     c_out, _, kernel_h, kernel_w = weight.shape
-    kernel = (kernel_h, kernel_w)
-    out_h, out_w = _output_hw(h, w, kernel_h, kernel_w, stride, padding, dilation)
-    if tuple(grad_out.shape) != (n, c_out, out_h, out_w):
-        raise ValueError(f"conv2d: grad_out must have the output's shape "
-                         f"{(n, c_out, out_h, out_w)}, got {tuple(grad_out.shape)}")
-    if grad_out.dtype != x.dtype:
-        raise TypeError(f"conv2d: grad_out dtype {grad_out.dtype} != input dtype {x.dtype}")
-
-    w_mat = weight_to_matrix(weight)  # (C_out, KH*KW*C_in)
-    grad_w_mat = xp.zeros_like(w_mat)
-    grad_x = xp.empty(x.shape, dtype=x.dtype) if need_input_grad else None
-
-    # Stride 1: col2im(G @ W_mat) is the convolution of grad_out, zero-padded by
-    # dilation*(K - 1) - padding, with the kernel flipped in space and C_in/C_out swapped:
-    # grad_x[n, c, h, w] = sum_{o,i,j} grad_out_pad[n, o, h + i*dh, w + j*dw]
-    #                                  * weight[o, c, KH-1-i, KW-1-j].
-    full_pad = (dilation[0] * (kernel_h - 1) - padding[0],
-                dilation[1] * (kernel_w - 1) - padding[1])
-    as_convolution = need_input_grad and stride == (1, 1) and min(full_pad) >= 0
-
-    item_bytes = max(out_h * out_w * c_in, h * w * c_out) * kernel_h * kernel_w
-    chunks = _batch_chunks(xp, n, item_bytes * x.dtype.itemsize)
-    chunk = chunks[0].stop
-    unfold_x = _ChunkIm2col(xp, x.dtype, chunk, c_in, h, w, kernel, stride, padding, dilation)
-    g_buf = xp.empty((chunk * out_h * out_w, c_out), dtype=x.dtype)
-    if as_convolution:
-        # Rows (i, j, o) in im2col's column order; columns c.
-        w_flipped = weight[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, c_in)
-        unfold_g = _ChunkIm2col(xp, x.dtype, chunk, c_out, out_h, out_w, kernel, (1, 1),
-                                full_pad, dilation)
-        gx_buf = xp.empty((chunk * h * w, c_in), dtype=x.dtype)
-
-    for batch in chunks:
-        # G: (B*OH*OW, C_out), output pixels as rows like the columns.
-        g = g_buf[:(batch.stop - batch.start) * out_h * out_w]
-        g.reshape(-1, out_h, out_w, c_out)[...] = grad_out[batch].transpose(0, 2, 3, 1)
-        grad_w_mat += g.T @ unfold_x(x[batch])
-        if as_convolution:
-            g_cols = unfold_g(grad_out[batch])
-            gx = xp.matmul(g_cols, w_flipped, out=gx_buf[:len(g_cols)])
-            grad_x[batch] = gx.reshape(-1, h, w, c_in).transpose(0, 3, 1, 2)
-        elif need_input_grad:
-            grad_x[batch] = col2im(g @ w_mat, (len(g) // (out_h * out_w), c_in, h, w),
-                                   kernel_h, kernel_w, stride, padding, dilation)
-
-    grad_weight = xp.ascontiguousarray(
-        grad_w_mat.reshape(c_out, kernel_h, kernel_w, c_in).transpose(0, 3, 1, 2))
+    out_h, out_w = output_hw(h, w, (kernel_h, kernel_w), *_geometry(stride, padding, dilation))
+    check_grad_out(grad_out, x, (n, c_out, out_h, out_w))
+    G = grad_out.transpose(0, 2, 3, 1).reshape(-1, c_out)  # (N*OH*OW, C_out), like im2col's rows
+    W = weight_to_matrix(weight)                            # (C_out, KH*KW*C_in)
+    cols = im2col(x, kernel_h, kernel_w, stride, padding, dilation)
+    grad_W = G.T @ cols                                     # (C_out, KH*KW*C_in)
+    grad_weight = grad_W.reshape(c_out, kernel_h, kernel_w, c_in).transpose(0, 3, 1, 2)
+    grad_x = None
+    if need_input_grad:
+        grad_x = col2im(G @ W, x.shape, kernel_h, kernel_w, stride, padding, dilation)
     grad_bias = grad_out.sum(axis=(0, 2, 3)) if need_bias_grad else None
-    return grad_x, grad_weight, grad_bias
+    return grad_x, grad_weight.copy(), grad_bias
 
 
 def conv2d_naive(x, weight, bias=None, stride=1, padding=0, dilation=1):
@@ -407,12 +246,11 @@ def conv2d_naive(x, weight, bias=None, stride=1, padding=0, dilation=1):
     (C_in, KH, KW) block of the padded input that output pixel (oh, ow) sees.
     """
     xp = get_array_module(x, weight, bias)
-    _check_conv_args(x, weight, bias)
-    (sh, sw), (ph, pw) = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
-    dh, dw = _pair(dilation, "dilation", 1)
+    check_conv_args(x, weight, bias)
+    (sh, sw), (ph, pw), (dh, dw) = _geometry(stride, padding, dilation)
     n, _, h, w = x.shape
     c_out, _, kernel_h, kernel_w = weight.shape
-    out_h, out_w = _output_hw(h, w, kernel_h, kernel_w, (sh, sw), (ph, pw), (dh, dw))
+    out_h, out_w = output_hw(h, w, (kernel_h, kernel_w), (sh, sw), (ph, pw), (dh, dw))
     x_pad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     y = xp.zeros((n, c_out, out_h, out_w), dtype=x.dtype)
     for b in range(n):

@@ -43,6 +43,9 @@ class BatchNormCache(NamedTuple):
         has_beta: whether a shift ``beta`` was given (else no ``grad_beta`` is returned).
         training: which statistics normalised ``x``: the batch's (True) or the running
             ones (False).  The backward formulas differ.
+        x, eps: the forward input and epsilon, kept only when a student's backward that
+            needs them is plugged in with ``minires.kernels.use(batch_norm_backward=...)``
+            (None otherwise: keeping ``x`` would hold one more activation per layer).
     """
 
     x_hat: Any
@@ -50,9 +53,11 @@ class BatchNormCache(NamedTuple):
     gamma: Any
     has_beta: bool
     training: bool
+    x: Any = None
+    eps: Any = None
 
 
-def _reduce_axes(x):
+def reduce_axes(x):
     """Axes to average over, and the shape that broadcasts a ``(C,)`` vector against ``x``."""
     if x.ndim == 4:  # (N, C, H, W): per channel over batch and pixels
         return (0, 2, 3), (1, -1, 1, 1)
@@ -61,9 +66,21 @@ def _reduce_axes(x):
     raise ValueError(f"batch norm expects x of shape (N, C) or (N, C, H, W), got {tuple(x.shape)}")
 
 
-def _check_channel_vector(v, channels: int, name: str):
+def check_channel_vector(v, channels: int, name: str):
+    """ValueError unless ``v`` is None or has shape ``(channels,)``."""
     if v is not None and tuple(v.shape) != (channels,):
         raise ValueError(f"{name} has shape {tuple(v.shape)}, expected (C,) = ({channels},)")
+
+
+def update_running_stats(running_mean, running_var, mean, var, momentum, m):
+    """In place: ``running = (1 - momentum) running + momentum batch``, with the batch
+    variance made unbiased (``var * m / (m - 1)``); None entries are left alone."""
+    if running_mean is not None:
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+    if running_var is not None:
+        running_var *= 1 - momentum
+        running_var += (momentum * m / (m - 1)) * var  # unbiased estimate
 
 
 def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1,
@@ -102,11 +119,11 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
     xp = get_array_module(x, gamma, beta, running_mean, running_var)
     if x.dtype.kind != "f":
         raise TypeError(f"batch norm needs a floating-point x, got {x.dtype}")
-    axes, vshape = _reduce_axes(x)
+    axes, vshape = reduce_axes(x)
     channels = x.shape[1]
     for v, name in ((gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"),
                     (running_var, "running_var")):
-        _check_channel_vector(v, channels, name)
+        check_channel_vector(v, channels, name)
     m = x.size // channels  # values per channel
 
     if training:
@@ -120,12 +137,7 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
         # Two passes (mean first, then squared deviations) are more accurate in float32
         # than mean(x^2) - mean(x)^2, which cancels badly when |mean| >> std.
         var = (x_centered * x_centered).mean(axis=axes)  # biased: divides by m
-        if running_mean is not None:
-            running_mean *= 1 - momentum
-            running_mean += momentum * mean
-        if running_var is not None:
-            running_var *= 1 - momentum
-            running_var += (momentum * m / (m - 1)) * var  # unbiased estimate
+        update_running_stats(running_mean, running_var, mean, var, momentum, m)
     else:
         if running_mean is None or running_var is None:
             raise ValueError("eval mode (training=False) needs running_mean and running_var")
@@ -186,12 +198,12 @@ def batch_norm_backward(grad_y, cache):
     """
     if cuda.handles(grad_y):  # CuPy array: the CUDA twin, kernels/cuda/batchnorm.cu
         return cuda.batch_norm_backward(grad_y, cache)
-    x_hat, inv_std, gamma, has_beta, training = cache
+    x_hat, inv_std, gamma, has_beta, training = cache[:5]
     if tuple(grad_y.shape) != tuple(x_hat.shape):
         raise ValueError(
             f"grad_y has shape {tuple(grad_y.shape)}, expected the input's {tuple(x_hat.shape)}"
         )
-    axes, vshape = _reduce_axes(grad_y)
+    axes, vshape = reduce_axes(grad_y)
     dtype = grad_y.dtype
     sum_dy = grad_y.sum(axis=axes)
     sum_dy_xhat = (grad_y * x_hat).sum(axis=axes)

@@ -32,55 +32,32 @@ containing it, rather than a strided scatter per offset.
 
 from __future__ import annotations
 
-import numbers
-
 from minires.backend import get_array_module
 from minires.kernels import cuda
+from minires.kernels.geometry import output_size, pair
 
 # ----------------------------------------------------------------------------- geometry
-
-
-def _pair(value, name: str) -> tuple[int, int]:
-    """``3 -> (3, 3)``; ``(2, 3) -> (2, 3)``; anything else is an error."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return int(value), int(value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value
-    ):
-        return int(value[0]), int(value[1])
-    raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
 
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Number of window positions along one axis: ``(size + 2*padding - kernel) // stride + 1``.
 
-    The same formula gives a convolution's output size (dilation 1).  Raises ValueError when
-    the window does not fit even once.
+    :func:`minires.kernels.geometry.output_size` with dilation 1, the convolution's formula.
+    Raises ValueError when the window does not fit even once.
     """
-    if kernel < 1 or stride < 1 or padding < 0:
-        raise ValueError(
-            f"need kernel >= 1, stride >= 1, padding >= 0; got kernel={kernel}, "
-            f"stride={stride}, padding={padding}"
-        )
-    out = (size + 2 * padding - kernel) // stride + 1
-    if out < 1:
-        raise ValueError(
-            f"window of size {kernel} does not fit in an input of size {size} with padding "
-            f"{padding}: the output would have size {out} (need >= 1)"
-        )
-    return out
+    return output_size(size, kernel, stride, padding, 1, where="pooling")
 
 
-class _Geometry:
+class PoolGeometry:
     """Kernel, stride, padding and output size of one 2-D pooling, validated once."""
 
     def __init__(self, x_shape, kernel_size, stride, padding):
         if len(x_shape) != 4:
             raise ValueError(f"pooling expects x of shape (N, C, H, W), got shape {tuple(x_shape)}")
-        self.kh, self.kw = _pair(kernel_size, "kernel_size")
+        self.kh, self.kw = pair(kernel_size, "kernel_size")
         # PyTorch's default: stride = kernel_size, i.e. windows tile the image without overlap.
-        self.sh, self.sw = _pair(kernel_size if stride is None else stride, "stride")
-        self.ph, self.pw = _pair(padding, "padding")
+        self.sh, self.sw = pair(kernel_size if stride is None else stride, "stride")
+        self.ph, self.pw = pair(padding, "padding")
         if 2 * self.ph > self.kh or 2 * self.pw > self.kw:
             # PyTorch's rule: with more padding a window could hold padding only.
             raise ValueError(
@@ -150,13 +127,15 @@ class _Geometry:
         return xp.ascontiguousarray(grad_padded[:, :, self.ph : self.ph + h, self.pw : self.pw + w])
 
 
-def _check_float(x, name: str):
+def check_float(x, name: str):
+    """TypeError unless ``x`` is a floating-point array."""
     if getattr(x, "dtype", None) is None or x.dtype.kind != "f":
         got = getattr(x, "dtype", type(x).__name__)
         raise TypeError(f"{name} must be a floating-point array, got {got}")
 
 
-def _check_shape(array, expected, name: str):
+def check_shape(array, expected, name: str):
+    """ValueError unless ``array`` has shape ``expected``."""
     if tuple(array.shape) != tuple(expected):
         raise ValueError(f"{name} has shape {tuple(array.shape)}, expected {tuple(expected)}")
 
@@ -183,9 +162,9 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """
     if cuda.handles(x):  # CuPy array: the CUDA twin, kernels/cuda/pool.cu
         return cuda.max_pool2d_forward(x, kernel_size, stride, padding)
-    _check_float(x, "x")
+    check_float(x, "x")
     xp = get_array_module(x)
-    geo = _Geometry(x.shape, kernel_size, stride, padding)
+    geo = PoolGeometry(x.shape, kernel_size, stride, padding)
     x_padded = geo.pad(xp, x, -xp.inf)
     y = argmax = None
     for k, rows, cols in geo.offsets():
@@ -220,11 +199,11 @@ def max_pool2d_backward(grad_y, argmax, x_shape, kernel_size, stride=None, paddi
     """
     if cuda.handles(grad_y):  # CuPy array: the CUDA twin, kernels/cuda/pool.cu
         return cuda.max_pool2d_backward(grad_y, argmax, x_shape, kernel_size, stride, padding)
-    _check_float(grad_y, "grad_y")
+    check_float(grad_y, "grad_y")
     xp = get_array_module(grad_y, argmax)
-    geo = _Geometry(x_shape, kernel_size, stride, padding)
-    _check_shape(grad_y, geo.out_shape, "grad_y")
-    _check_shape(argmax, geo.out_shape, "argmax")
+    geo = PoolGeometry(x_shape, kernel_size, stride, padding)
+    check_shape(grad_y, geo.out_shape, "grad_y")
+    check_shape(argmax, geo.out_shape, "argmax")
     # Multiplying by the boolean mask keeps grad_y's dtype and gives exact zeros elsewhere.
     return geo.scatter(xp, lambda k: grad_y * (argmax == k), grad_y.dtype)
 
@@ -232,7 +211,7 @@ def max_pool2d_backward(grad_y, argmax, x_shape, kernel_size, stride=None, paddi
 # ----------------------------------------------------------------------------- average pooling
 
 
-def _avg_divisor(xp, geo: _Geometry, count_include_pad: bool, dtype):
+def _avg_divisor(xp, geo: PoolGeometry, count_include_pad: bool, dtype):
     """What each window's sum is divided by: ``KH * KW``, or, with
     ``count_include_pad=False``, the number of real (non-padding) pixels in the window,
     an ``(OH, OW)`` array."""
@@ -265,9 +244,9 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
     """
     if cuda.handles(x):  # CuPy array: the CUDA twin, kernels/cuda/pool.cu
         return cuda.avg_pool2d_forward(x, kernel_size, stride, padding, count_include_pad)
-    _check_float(x, "x")
+    check_float(x, "x")
     xp = get_array_module(x)
-    geo = _Geometry(x.shape, kernel_size, stride, padding)
+    geo = PoolGeometry(x.shape, kernel_size, stride, padding)
     x_padded = geo.pad(xp, x, 0)
     total = None
     for _, rows, cols in geo.offsets():
@@ -295,10 +274,10 @@ def avg_pool2d_backward(grad_y, x_shape, kernel_size, stride=None, padding=0,
     if cuda.handles(grad_y):  # CuPy array: the CUDA twin, kernels/cuda/pool.cu
         return cuda.avg_pool2d_backward(grad_y, x_shape, kernel_size, stride, padding,
                                         count_include_pad)
-    _check_float(grad_y, "grad_y")
+    check_float(grad_y, "grad_y")
     xp = get_array_module(grad_y)
-    geo = _Geometry(x_shape, kernel_size, stride, padding)
-    _check_shape(grad_y, geo.out_shape, "grad_y")
+    geo = PoolGeometry(x_shape, kernel_size, stride, padding)
+    check_shape(grad_y, geo.out_shape, "grad_y")
     share = grad_y / _avg_divisor(xp, geo, count_include_pad, grad_y.dtype)
     return geo.scatter(xp, lambda k: share, grad_y.dtype)
 
@@ -312,7 +291,7 @@ def global_avg_pool_forward(x):
     Returns:
         ``y`` of shape ``(N, C)``, ``x``'s dtype.
     """
-    _check_float(x, "x")
+    check_float(x, "x")
     if x.ndim != 4:
         raise ValueError(f"global_avg_pool expects x of shape (N, C, H, W), got {tuple(x.shape)}")
     return x.mean(axis=(2, 3))
@@ -328,11 +307,11 @@ def global_avg_pool_backward(grad_y, x_shape):
     Returns:
         ``grad_x`` of shape ``x_shape`` and ``grad_y``'s dtype.
     """
-    _check_float(grad_y, "grad_y")
+    check_float(grad_y, "grad_y")
     if len(x_shape) != 4:
         raise ValueError(f"x_shape must be (N, C, H, W), got {tuple(x_shape)}")
     n, c, h, w = x_shape
-    _check_shape(grad_y, (n, c), "grad_y")
+    check_shape(grad_y, (n, c), "grad_y")
     xp = get_array_module(grad_y)
     grad_x = xp.empty(tuple(x_shape), dtype=grad_y.dtype)
     grad_x[...] = (grad_y / (h * w))[:, :, None, None]  # broadcast over every pixel

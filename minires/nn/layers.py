@@ -12,30 +12,16 @@ import numpy as np
 
 from minires import backend
 from minires import functional as F
+from minires.kernels.geometry import is_int, pair
 from minires.nn import init
 from minires.nn.module import Module
 from minires.nn.parameter import Parameter
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _pair(value, name: str, minimum: int | None = None) -> tuple[int, int]:
-    """An int or an (h, w) pair of ints -> (h, w); TypeError/ValueError name ``name``."""
-    pair = (value, value) if _is_int(value) else (
-        tuple(value) if isinstance(value, (tuple, list)) else ())
-    if len(pair) != 2 or not all(_is_int(v) for v in pair):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if minimum is not None and min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
 def _size(value, name: str) -> int:
     """A layer's width (features, channels): an int >= 0 (0 builds an empty layer, as in
     PyTorch)."""
-    if not _is_int(value):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
@@ -102,10 +88,10 @@ class Conv2d(Module):
         self.in_channels = _size(in_channels, "in_channels")
         self.out_channels = _size(out_channels, "out_channels")
         # PyTorch accepts these and fails at the first forward; here the constructor says.
-        self.kernel_size = _pair(kernel_size, "kernel_size", minimum=1)
-        self.stride = _pair(stride, "stride", minimum=1)
-        self.padding = _pair(padding, "padding", minimum=0)
-        self.dilation = _pair(dilation, "dilation", minimum=1)
+        self.kernel_size = pair(kernel_size, "kernel_size", minimum=1)
+        self.stride = pair(stride, "stride", minimum=1)
+        self.padding = pair(padding, "padding", minimum=0)
+        self.dilation = pair(dilation, "dilation", minimum=1)
         self.weight = _empty(out_channels, in_channels, *self.kernel_size)
         self.register_parameter("bias", _empty(out_channels) if bias else None)
         self.reset_parameters()
@@ -285,7 +271,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size=(1, 1)):
         super().__init__()
-        self.output_size = _pair(output_size, "output_size")
+        self.output_size = pair(output_size, "output_size")
         if self.output_size != (1, 1):
             raise ValueError(f"AdaptiveAvgPool2d supports output_size (1, 1) only, got "
                              f"{output_size}")

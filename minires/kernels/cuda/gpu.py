@@ -31,7 +31,8 @@ from minires.kernels import activation as _act
 from minires.kernels import conv as _conv
 from minires.kernels import pool as _pool
 from minires.kernels.cuda import C_TYPES, KERNELS, source
-from minires.kernels.norm import BatchNormCache, _check_channel_vector, _reduce_axes
+from minires.kernels.geometry import output_hw, pair
+from minires.kernels.norm import BatchNormCache, check_channel_vector, reduce_axes
 
 #: Threads per block for the one-thread-per-element kernels.
 THREADS = 256
@@ -114,11 +115,11 @@ def im2col(x, kernel_h: int, kernel_w: int, stride=1, padding=0, dilation=1):
     ``cols[(n*OH + oh)*OW + ow, (i*KW + j)*C + c] = x_pad[n, c, oh*sh + i*dh, ow*sw + j*dw]``;
     one thread per entry of ``cols``.
     """
-    _conv._check_4d(x, "input", "(N, C, H, W)")
-    stride, padding = _conv._pair(stride, "stride", 1), _conv._pair(padding, "padding", 0)
-    dilation = _conv._pair(dilation, "dilation", 1)
+    _conv.check_4d(x, "input", "(N, C, H, W)")
+    stride, padding = pair(stride, "stride", 1, "conv2d"), pair(padding, "padding", 0, "conv2d")
+    dilation = pair(dilation, "dilation", 1, "conv2d")
     n, c, h, w = x.shape
-    out_h, out_w = _conv._output_hw(h, w, kernel_h, kernel_w, stride, padding, dilation)
+    out_h, out_w = output_hw(h, w, (kernel_h, kernel_w), stride, padding, dilation)
     xp = get_array_module(x)
     x = xp.ascontiguousarray(x)
     cols = xp.empty((n * out_h * out_w, kernel_h * kernel_w * c), dtype=x.dtype)
@@ -140,9 +141,9 @@ def col2im(cols, x_shape, kernel_h: int, kernel_w: int, stride=1, padding=0, dil
     if len(x_shape) != 4:
         raise ValueError(f"col2im: x_shape must be (N, C, H, W), got {tuple(x_shape)}")
     n, c, h, w = (int(v) for v in x_shape)
-    stride, padding = _conv._pair(stride, "stride", 1), _conv._pair(padding, "padding", 0)
-    dilation = _conv._pair(dilation, "dilation", 1)
-    out_h, out_w = _conv._output_hw(h, w, kernel_h, kernel_w, stride, padding, dilation)
+    stride, padding = pair(stride, "stride", 1, "conv2d"), pair(padding, "padding", 0, "conv2d")
+    dilation = pair(dilation, "dilation", 1, "conv2d")
+    out_h, out_w = output_hw(h, w, (kernel_h, kernel_w), stride, padding, dilation)
     expected = (n * out_h * out_w, kernel_h * kernel_w * c)
     if tuple(cols.shape) != expected:
         raise ValueError(f"col2im: cols must have shape {expected} for x_shape {tuple(x_shape)}, "
@@ -173,9 +174,9 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     (int32) the window-local offset ``k = i*KW + j`` of each; the first maximum wins, a NaN
     always wins, padding is -inf.
     """
-    _pool._check_float(x, "x")
+    _pool.check_float(x, "x")
     xp = get_array_module(x)
-    geo = _pool._Geometry(x.shape, kernel_size, stride, padding)
+    geo = _pool.PoolGeometry(x.shape, kernel_size, stride, padding)
     x = xp.ascontiguousarray(x)
     y = xp.empty(geo.out_shape, dtype=x.dtype)
     argmax = xp.empty(geo.out_shape, dtype=xp.int32)
@@ -192,11 +193,11 @@ def max_pool2d_backward(grad_y, argmax, x_shape, kernel_size, stride=None, paddi
     ``grad_x[pixel] = sum of grad_y[window] * [argmax[window] == the pixel's offset]`` over
     the windows containing the pixel; shape ``x_shape``, ``grad_y``'s dtype.
     """
-    _pool._check_float(grad_y, "grad_y")
+    _pool.check_float(grad_y, "grad_y")
     xp = get_array_module(grad_y, argmax)
-    geo = _pool._Geometry(x_shape, kernel_size, stride, padding)
-    _pool._check_shape(grad_y, geo.out_shape, "grad_y")
-    _pool._check_shape(argmax, geo.out_shape, "argmax")
+    geo = _pool.PoolGeometry(x_shape, kernel_size, stride, padding)
+    _pool.check_shape(grad_y, geo.out_shape, "grad_y")
+    _pool.check_shape(argmax, geo.out_shape, "argmax")
     grad_y = xp.ascontiguousarray(grad_y)
     argmax = xp.ascontiguousarray(argmax, dtype=xp.int32)
     grad_x = xp.empty(geo.x_shape, dtype=grad_y.dtype)
@@ -213,9 +214,9 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
     ``y[n, c, p, q] = sum of the window of x_padded (zeros) / divisor``, divisor ``KH*KW``
     or, without ``count_include_pad``, the window's number of real pixels.
     """
-    _pool._check_float(x, "x")
+    _pool.check_float(x, "x")
     xp = get_array_module(x)
-    geo = _pool._Geometry(x.shape, kernel_size, stride, padding)
+    geo = _pool.PoolGeometry(x.shape, kernel_size, stride, padding)
     x = xp.ascontiguousarray(x)
     y = xp.empty(geo.out_shape, dtype=x.dtype)
     _check_sizes(x, y)
@@ -231,10 +232,10 @@ def avg_pool2d_backward(grad_y, x_shape, kernel_size, stride=None, padding=0,
 
     ``grad_x[pixel] = sum over the windows containing it of grad_y[window] / divisor``.
     """
-    _pool._check_float(grad_y, "grad_y")
+    _pool.check_float(grad_y, "grad_y")
     xp = get_array_module(grad_y)
-    geo = _pool._Geometry(x_shape, kernel_size, stride, padding)
-    _pool._check_shape(grad_y, geo.out_shape, "grad_y")
+    geo = _pool.PoolGeometry(x_shape, kernel_size, stride, padding)
+    _pool.check_shape(grad_y, geo.out_shape, "grad_y")
     grad_y = xp.ascontiguousarray(grad_y)
     grad_x = xp.empty(geo.x_shape, dtype=grad_y.dtype)
     _check_sizes(grad_y, grad_x)
@@ -269,11 +270,11 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
     xp = get_array_module(x, gamma, beta, running_mean, running_var)
     if x.dtype.kind != "f":
         raise TypeError(f"batch norm needs a floating-point x, got {x.dtype}")
-    _reduce_axes(x)  # checks the number of dimensions
+    reduce_axes(x)  # checks the number of dimensions
     n, channels = x.shape[0], x.shape[1]
     for v, name in ((gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"),
                     (running_var, "running_var")):
-        _check_channel_vector(v, channels, name)
+        check_channel_vector(v, channels, name)
     hw = math.prod(x.shape[2:])
     m = n * hw  # values per channel
     dtype = x.dtype
@@ -333,12 +334,12 @@ def batch_norm_backward(grad_y, cache):
     Returns ``(grad_x, grad_gamma, grad_beta)`` = ``(dx, sum_dy_xhat, sum_dy)``, with None
     where the forward pass had no gamma/beta, as the CPU version.
     """
-    x_hat, inv_std, gamma, has_beta, training = cache
+    x_hat, inv_std, gamma, has_beta, training = cache[:5]
     if tuple(grad_y.shape) != tuple(x_hat.shape):
         raise ValueError(
             f"grad_y has shape {tuple(grad_y.shape)}, expected the input's {tuple(x_hat.shape)}"
         )
-    _reduce_axes(grad_y)  # checks the number of dimensions
+    reduce_axes(grad_y)  # checks the number of dimensions
     xp = get_array_module(grad_y, x_hat, inv_std, gamma)
     dtype = grad_y.dtype
     n, channels = grad_y.shape[0], grad_y.shape[1]
@@ -382,7 +383,7 @@ def _unary(name: str, x):
 
 def _backward(name: str, grad_y, saved, saved_name: str):
     """``dL/dx = grad_y * f'(...)`` by kernel ``name`` from grad_y and a saved array."""
-    _act._check_same_shape(grad_y, saved, "grad_y", saved_name)
+    _act.check_same_shape(grad_y, saved, "grad_y", saved_name)
     xp = get_array_module(grad_y, saved)
     grad_y = xp.ascontiguousarray(grad_y)
     saved = xp.ascontiguousarray(saved.astype(grad_y.dtype, copy=False))
