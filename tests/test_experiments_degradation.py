@@ -1,14 +1,17 @@
-"""The degradation demonstration: plain-56 trains worse than plain-20 (He et al. 2016, Fig. 1).
+"""The degradation demonstration (He et al. 2016, Fig. 1): its verdicts follow their rule,
+its numbers and files are written.
 
 The tiny run trains the four nets (plain-20/56, ResNet-20/56 at widths 4/8/16) with the
 tiny recipe of :func:`minires.experiments.training.default_recipe` (1,000 MNIST images,
-3 epochs of batch 32: 96 SGD steps) for one seed.  Why that is enough to see degradation:
-in 96 steps plain-20 leaves chance level while plain-56, same recipe and seed, hardly
-moves.  Measured training errors (train mode, last epoch), plain-20 vs plain-56: seed 0
-46.9% vs 83.1%, seed 1 57.9% vs 77.9%, seed 2 52.5% vs 67.3%: a gap of 15-36 points, i.e.
-150+ of the 1,000 training images, far outside run-to-run noise; the seed is fixed, so the
-test is deterministic.  Whether ResNet-56 beats ResNet-20 depends on the training length
-(see the demonstration's notes) and is not asserted here.
+3 epochs of batch 32: 96 SGD steps) for one seed.  No outcome is asserted: the measured
+spread is too wide for a margin of several spreads.  Training errors (train mode, last
+epoch), OPENBLAS_NUM_THREADS=1: seed 0 plain-20 46.9%, plain-56 83.1%, ResNet-20 28.8%,
+ResNet-56 23.0%; seed 1 57.9%, 77.9%, 37.9%, 44.8%.  plain-56 minus plain-20 moved from
++36 to +20 points between seeds (+15 at seed 2), plain-56 minus ResNet-56 from +60 to
++33, ResNet-56 minus ResNet-20 changed sign (-5.8, +6.9); the BLAS thread count perturbs
+the run as a seed does (issue 10: the lesion median moved from 3.0 to 5.5 points).  So the
+tests check that each verdict is the statistic of minires.experiments.common applied to
+the numbers written, and that the numbers and files are there.
 
 The out directory is shared with tests/test_experiments_lesion.py (same pytest session), so
 the lesion test reuses the ResNet-56 and plain-56 trained here instead of training them
@@ -21,7 +24,13 @@ import numpy as np
 import pytest
 
 from minires.experiments import degradation, run_demo
-from minires.experiments.common import DemoConfig, DemoResult
+from minires.experiments.common import (
+    DemoConfig,
+    DemoResult,
+    at_most,
+    error_rate_se,
+    greater,
+)
 from minires.experiments.training import Recipe, TrainedRun, default_recipe
 from minires.train import History
 
@@ -39,21 +48,30 @@ def _verdict(result: DemoResult, start: str):
     return found[0]
 
 
-def test_tiny_degradation_plain56_trains_worse_than_plain20(tiny_run):
-    _, result = tiny_run
+def test_tiny_degradation_verdicts_follow_their_rule(tiny_run):
+    """Mechanism: each verdict is common.greater / common.at_most on the numbers written
+    (one seed, so the binomial standard error on the n training images)."""
+    config, result = tiny_run
     final = result.numbers["final"]
-    p20, p56 = final["plain20"][0], final["plain56"][0]
-    # the claim, from the measured numbers: higher training error, both measures
-    assert p56["train_error"] > p20["train_error"]
-    assert p56["train_error_eval"] > p20["train_error_eval"]
-    assert _verdict(result, "Degradation").holds
-    # ... and higher test error: not overfitting
-    assert p56["test_error"] > p20["test_error"]
-    assert _verdict(result, "Not overfitting").holds
-    # the shortcuts fix the 56-layer net
-    r56 = final["resnet56"][0]
-    assert r56["train_error"] < p56["train_error"]
-    assert _verdict(result, "ResNet-56 trains better than plain-56").holds
+    n = result.numbers["n_train"]
+
+    def rule(relation, a, b, key):
+        va, vb = final[a][0][key], final[b][0][key]
+        f = greater if relation == ">" else at_most
+        return f(a, b, [va], [vb], measurement_se=error_rate_se(va, vb, n)).holds
+
+    expected = [
+        rule(">", "plain56", "plain20", "train_error")
+        and rule(">", "plain56", "plain20", "train_error_eval"),
+        rule(">", "plain56", "plain20", "test_error")
+        and rule(">", "plain56", "plain20", "train_error_eval"),
+        rule("<=", "resnet56", "resnet20", "train_error")
+        and rule("<=", "resnet56", "resnet20", "train_error_eval"),
+        rule(">", "plain56", "resnet56", "train_error")
+        and rule(">", "plain56", "resnet56", "train_error_eval"),
+    ]
+    assert [v.holds for v in result.verdicts] == expected
+    assert all("standard error" in v.evidence for v in result.verdicts)
 
 
 def test_tiny_degradation_outputs(tiny_run):

@@ -59,10 +59,16 @@ def test_learning_the_identity(demo):
     learned = result.numbers["learning"]
     res = [learned["residual"][str(d)]["final_fraction"] for d in depths]
     plain = [learned["plain"][str(d)]["final_fraction"] for d in depths]
-    # shallow residual stacks learn it much better than plain ones (clear margins at tiny)
-    assert res[0] < 0.5 * plain[0] and res[1] < 0.5 * plain[1]
+    # Outcomes kept, with their measured margins (final loss / Var(x), depths 1, 3, 10; seeds
+    # 0-4; identical to 3 decimals at OPENBLAS_NUM_THREADS=1 and =2):
+    # residual 0.27-0.34, 0.31-0.45, 1.00-1.21; plain 0.64-0.74, 1.23-1.28, 1.18-1.29.
+    # plain - residual at depth 1: 0.31-0.45 (std 0.06 over seeds), so the margin of
+    # "residual < plain" is 5+ spreads; residual at depth 1 sits 0.16 below 0.5 (std 0.03).
+    # (A ratio "residual < 0.5 plain" was 0.37-0.52 over seeds: dropped, within the spread.)
+    assert res[0] < plain[0] and res[1] < plain[1]
     assert res[0] < 0.5
-    # plain stacks get worse with depth and end near "outputs the mean" (fraction ~1)
+    # plain stacks get worse with depth and end near "outputs the mean" (fraction ~1):
+    # plain[-1] - plain[0] = 0.47-0.57, plain[-1] >= 1.18 against 0.5
     assert plain[-1] > plain[0] and plain[-1] > 0.5
     assert verdict(result, "Plain stacks get worse").holds
     for d in depths:

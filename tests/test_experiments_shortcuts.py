@@ -1,8 +1,6 @@
 """The shortcut-options demonstration (paper Table 3): A, B, C on one ResNet-20, its tolerance,
 verdicts that follow the numbers, and its files."""
 
-import math
-
 import pytest
 
 from minires.experiments import common, shortcuts
@@ -32,27 +30,31 @@ def test_parameters_of_the_options(demo):
     assert demo[0].numbers["extra_parameters_c"] == c - a
 
 
-def test_tolerance():
-    assert shortcuts.tolerance([0.5, 0.5, 0.5], 100) == pytest.approx(2 * math.sqrt(0.5 / 100))
-    assert shortcuts.tolerance([0.0, 0.0, 0.0], 1000) == shortcuts.MIN_TOLERANCE
-    assert shortcuts.tolerance([0.02, 0.03, 0.04], 1000) == pytest.approx(
-        max(0.01, 2 * math.sqrt(2 * 0.03 * 0.97 / 1000)))
+def test_close():
+    se = common.error_rate_se(0.30, 0.20, 100)
+    d = shortcuts.close({"A": 0.30, "B": 0.25, "C": 0.20}, 100)
+    assert (d.a, d.b) == ("A", "C") and d.mean == pytest.approx(0.10)
+    assert d.se == pytest.approx(se) and d.holds == (0.10 <= 2 * se)
+    assert d.holds  # 2 SE = 12.2 points on 100 images
+    assert not shortcuts.close({"A": 0.30, "B": 0.25, "C": 0.20}, 10_000).holds
+    assert shortcuts.close({"A": 0.0, "B": 0.0, "C": 0.0}, 1000).holds
 
 
 def test_verdicts_follow_the_numbers(demo):
     result = demo[0]
     n = result.numbers
     options = n["options"]
-    test_errors = [options[o]["test_error"] for o in "ABC"]
-    train_errors = [options[o]["train_error"] for o in "ABC"]
-    assert n["spread_test_error"] == pytest.approx(max(test_errors) - min(test_errors))
-    assert n["tolerance_test"] == pytest.approx(shortcuts.tolerance(test_errors, n["n_test"]))
-    assert n["tolerance_train"] == pytest.approx(shortcuts.tolerance(train_errors,
-                                                                     n["n_train"]))
+    test_errors = {o: options[o]["test_error"] for o in "ABC"}
+    train_errors = {o: options[o]["train_error"] for o in "ABC"}
+    assert n["spread_test_error"] == pytest.approx(max(test_errors.values())
+                                                   - min(test_errors.values()))
+    expected_test = shortcuts.close(test_errors, n["n_test"])
+    expected_train = shortcuts.close(train_errors, n["n_train"])
+    assert n["tolerance_test"] == pytest.approx(2 * expected_test.se)
+    a, c = test_errors["A"], test_errors["C"]
+    a_vs_c = (a - c) <= 2 * common.error_rate_se(a, c, n["n_test"])
     holds = [v.holds for v in result.verdicts]
-    assert holds == [n["spread_test_error"] <= n["tolerance_test"],
-                     n["spread_train_error"] <= n["tolerance_train"],
-                     n["test_gain_c_over_a"] <= n["tolerance_test"]]
+    assert holds == [expected_test.holds, expected_train.holds, a_vs_c]
     for option in "ABC":
         assert 0.0 <= options[option]["train_error"] <= 1.0
         assert options[option]["curve"]["train_error"]

@@ -1,5 +1,11 @@
 """The vanishing-gradient demonstration: its claims hold on the tiny sizes, and its parts
-(the one-neuron chain, the decay-factor fit, the ratios, the MLP) do what they say."""
+(the one-neuron chain, the decay-factor fit, the ratios, the MLP) do what they say.
+
+Outcome assertions are safe here: nothing is trained, everything is float64 at
+initialisation.  Measured: the gradient ratios, spreads and decay factors of every
+configuration differ by at most 7e-8 (relative) between OPENBLAS_NUM_THREADS=1 and =2,
+while the thresholds sit orders of magnitude away (e.g. sigmoid ratio < 1e-3).
+"""
 
 
 import numpy as np

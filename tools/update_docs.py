@@ -2,10 +2,13 @@
 
     python tools/update_docs.py            # run `python -m minires demo all`, then copy
     python tools/update_docs.py --from DIR [--seconds S]  # reuse an existing run
+    python tools/update_docs.py ... --stability build/stability/stability.md
 
 Copies ``report.md`` and every PNG into ``docs/demo/`` and rewrites the part of README.md
-between the ``<!-- DEMO-RESULTS -->`` markers with the verdict table, the wall time and
-the main figures.  Everything shown comes from the run's own JSON files.
+between the ``<!-- DEMO-RESULTS -->`` markers with the verdict table, the machine (CPU,
+cores, platform), the BLAS thread count, the wall time and the main figures, and, with
+``--stability``, the table that tools/verdict_stability.py wrote.  Everything shown comes
+from the run's own files: the README's table is never edited by hand.
 """
 
 from __future__ import annotations
@@ -35,15 +38,42 @@ def run_demos(out: Path) -> float:
     return time.perf_counter() - start
 
 
-def results_section(out: Path, total_seconds: float | None) -> str:
-    """The README block: verdicts per demonstration and the figures."""
+def machine() -> str:
+    """The CPU model, core count and platform of this machine, in words."""
+    import os
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, {platform.platform()}"
+
+
+def run_seconds(out: Path) -> float:
+    """The sum of the demonstrations' own wall times (their JSON files)."""
+    return sum(json.loads((out / f"{n}.json").read_text())["wall_time_s"]
+               for n in DEMO_ORDER if (out / f"{n}.json").exists())
+
+
+def results_section(out: Path, total_seconds: float | None, threads: str | None = None,
+                    stability: str | None = None) -> str:
+    """The README block: where and how long the run was, verdicts per demonstration,
+    the stability table (when given) and the figures."""
     lines = [MARKER, "", "### What the default run measured", ""]
-    if total_seconds is not None:
-        lines += [f"`python -m minires demo all` took {total_seconds / 60:.1f} minutes on a "
-                  "2-core CPU (quick mode, embedded MNIST).  The full report with every "
-                  "table is [docs/demo/report.md](docs/demo/report.md).", ""]
+    seconds = run_seconds(out) if total_seconds is None else total_seconds
+    lines += [f"`python -m minires demo all` took {seconds / 60:.1f} minutes (quick mode, "
+              f"embedded MNIST) on {machine()}, OPENBLAS_NUM_THREADS={threads or 'unset'}.  "
+              "The full report with every table is "
+              "[docs/demo/report.md](docs/demo/report.md).", ""]
     lines += ["| demonstration | claim | verdict |", "|---|---|---|"]
     lines += verdict_rows(out)
+    if stability:
+        lines += ["", "#### How stable the verdicts are", "", stability.strip()]
     figures = []
     for name in DEMO_ORDER:
         path = out / f"{name}.json"
@@ -62,7 +92,15 @@ def main() -> int:
                         help="an existing `demo all` output directory (default: run it)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="with --from: the wall time that run took, for the README")
+    parser.add_argument("--threads", default=None,
+                        help="with --from: the OPENBLAS_NUM_THREADS that run used")
+    parser.add_argument("--stability", default=None,
+                        help="stability.md written by tools/verdict_stability.py")
     args = parser.parse_args()
+    import os
+
+    threads = args.threads or os.environ.get("OPENBLAS_NUM_THREADS")
+    stability = Path(args.stability).read_text() if args.stability else None
     if args.source:
         out, seconds = Path(args.source), args.seconds
     else:
@@ -84,7 +122,7 @@ def main() -> int:
         print(f"error: README.md needs one {MARKER} marker (or a pair around the results)")
         return 2
     head, tail = parts[0], parts[-1]
-    (ROOT / "README.md").write_text(head + results_section(out, seconds) + tail)
+    (ROOT / "README.md").write_text(head + results_section(out, seconds, threads, stability) + tail)
     print(f"updated README.md and {DOCS.relative_to(ROOT)}/ from {out}")
     return 0
 

@@ -118,6 +118,99 @@ class DemoResult:
         self.tables.append(Table(title, list(headers), [list(r) for r in rows]))
 
 
+# ---------------------------------------------------------------------------- verdict statistics
+#
+# Fixed before any run, the same for every demonstration (issue 12.2):
+#   "A <= B" holds when the mean of A - B over seeds is <= 0, or within SE_MULTIPLE standard
+#            errors of 0 (the data cannot tell A from B, so they do not contradict A <= B);
+#   "A > B"  holds only when the mean of A - B is beyond SE_MULTIPLE standard errors.
+# The standard error is that of the mean paired difference over seeds (sample std / sqrt n).
+# With a single seed there is no seed-to-seed spread; a caller may then give the standard
+# error of the measurement itself (e.g. the binomial one of a difference of two error rates
+# on n images), otherwise it is 0 and the rule is the plain comparison of the two numbers.
+
+SE_MULTIPLE = 2.0
+
+
+@dataclass
+class Difference:
+    """The paired difference A - B over seeds, with its standard error and the verdict."""
+
+    a: str
+    b: str
+    relation: str  # "<=" or ">"
+    per_seed: list
+    mean: float
+    se: float
+    se_source: str  # "seeds", "measurement" or "none"
+    holds: bool
+
+    def evidence(self, scale: float = 1.0, unit: str = "") -> str:
+        """``A - B = mean (SE se, n seeds; per seed ...)``: the numbers behind the verdict."""
+        seeds = ", ".join(f"{scale * d:+.3g}" for d in self.per_seed)
+        rule = (f"holds when <= 0 or <= {SE_MULTIPLE:g} SE" if self.relation == "<="
+                else f"needs > {SE_MULTIPLE:g} SE")
+        source = {"seeds": f"over {len(self.per_seed)} seeds",
+                  "measurement": "of the measurement (1 seed)",
+                  "none": "unknown with 1 seed: taken as 0"}[self.se_source]
+        return (f"{self.a} - {self.b} = {scale * self.mean:+.3g}{unit}, standard error "
+                f"{scale * self.se:.3g}{unit} {source}; {self.relation} {rule}; per seed "
+                f"{seeds}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_difference(a_values, b_values) -> tuple:
+    """(per-seed differences a - b, their mean, the standard error of that mean).
+
+    ``a_values``, ``b_values``: shape (n_seeds,), paired by seed.  SE = std(d, ddof=1) /
+    sqrt(n); NaN for a single seed.
+    """
+    a = np.asarray(a_values, dtype=np.float64)
+    b = np.asarray(b_values, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"need two equal-length 1-d lists of per-seed values, got shapes "
+                         f"{a.shape} and {b.shape}")
+    d = a - b
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return d, float(d.mean()), se
+
+
+def _difference(a, b, a_values, b_values, relation, measurement_se):
+    d, mean, se = paired_difference(a_values, b_values)
+    if not math.isnan(se):
+        source = "seeds"
+    elif measurement_se is not None:
+        se, source = float(measurement_se), "measurement"
+    else:
+        se, source = 0.0, "none"
+    if relation == "<=":
+        holds = mean <= 0 or mean <= SE_MULTIPLE * se
+    else:
+        holds = mean > 0 and mean > SE_MULTIPLE * se
+    return Difference(a, b, relation, d.tolist(), mean, se, source, bool(holds))
+
+
+def at_most(a: str, b: str, a_values, b_values, measurement_se=None) -> Difference:
+    """The verdict "A <= B" on per-seed values (lower is better, e.g. training error):
+    holds when mean(A - B) <= 0 or mean(A - B) <= SE_MULTIPLE * SE."""
+    return _difference(a, b, a_values, b_values, "<=", measurement_se)
+
+
+def greater(a: str, b: str, a_values, b_values, measurement_se=None) -> Difference:
+    """The verdict "A > B" on per-seed values: holds when mean(A - B) > SE_MULTIPLE * SE
+    (and > 0)."""
+    return _difference(a, b, a_values, b_values, ">", measurement_se)
+
+
+def error_rate_se(a: float, b: float, n: int) -> float:
+    """Standard error of a difference of two error rates measured on ``n`` images each:
+    sqrt(2 p (1 - p) / n), p the mean of the two rates (the binomial approximation)."""
+    p = 0.5 * (a + b)
+    return math.sqrt(2.0 * p * (1.0 - p) / n)
+
+
 # ---------------------------------------------------------------------------- formatting
 
 
@@ -240,6 +333,26 @@ def forward_eval(model, images: np.ndarray):
             return model(Tensor(backend.to_device(images, next(model.parameters()).device)))
     finally:
         model.train(was_training)
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+def decay_factor(norms, layers=None) -> float:
+    """The geometric per-layer factor rho of a sequence of gradient norms.
+
+    Fits log10 ||g_l|| = c + s l by least squares over the given layer indices (default
+    1..n) and returns rho = 10^(-s): going one layer back toward the input multiplies the
+    gradient by about rho.  For an exact geometric sequence g_l = g_n rho^(n - l) it returns
+    rho.  Zero norms (an underflow) are left out of the fit.
+    """
+    norms = np.asarray(norms, dtype=np.float64)
+    layers = np.arange(1, len(norms) + 1) if layers is None else np.asarray(layers)
+    keep = norms > 0
+    if keep.sum() < 2:
+        return float("nan")
+    slope = np.polyfit(layers[keep], np.log10(norms[keep]), 1)[0]
+    return float(10.0 ** (-slope))
 
 
 # ---------------------------------------------------------------------------- figures

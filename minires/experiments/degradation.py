@@ -36,10 +36,14 @@ from dataclasses import asdict
 import numpy as np
 
 from minires.experiments.common import (
+    SE_MULTIPLE,
     DemoConfig,
     DemoResult,
     Stopwatch,
+    at_most,
+    error_rate_se,
     fmt,
+    greater,
     mean_std,
     pyplot,
     save_figure,
@@ -68,11 +72,6 @@ LABELS = {"plain20": "plain-20", "plain56": "plain-56", "resnet20": "ResNet-20",
           "resnet56": "ResNet-56"}
 DEPTHS = {"plain20": 20, "plain56": 56, "resnet20": 20, "resnet56": 56}
 COLOURS = {20: "C0", 56: "C3"}
-
-# ResNet-56 "trains at least as well as" ResNet-20: its mean final training error may
-# exceed ResNet-20's by at most this many percentage points.  0: no tolerance.
-RESNET_TOLERANCE = 0.0
-
 
 def seeds_for(config: DemoConfig) -> list:
     """config.seed (tiny, full) or config.seed, +1, +2 (quick)."""
@@ -235,76 +234,63 @@ def _report(result: DemoResult, config: DemoConfig, recipe, seeds: list, runs: d
                              f"{100 * final[n][i]['test_error']:.2f}%" for n in NETS]
                       for i, s in enumerate(seeds)])
 
-    def compare(a, b, key, tolerance=0.0):
-        """a's error above b's (minus tolerance), per seed and in the mean."""
-        diff = values(a, key) - values(b, key)
-        return {"mean_difference": float(diff.mean()), "per_seed": diff.tolist(),
-                "seeds_holding": int((diff > tolerance).sum()), "seeds": len(diff)}
+    n_train = int(recipe.train_size or first.history[0]["iterations"] * recipe.batch_size)
 
-    def points(x):
-        return f"{100 * x:+.2f} points"
+    def compare(a, b, key, relation):
+        """The verdict statistic (common.at_most / common.greater) of a's ``key`` against
+        b's over the seeds; with one seed the binomial SE of the two error rates."""
+        va, vb = values(a, key), values(b, key)
+        se = error_rate_se(va.mean(), vb.mean(), n_train) if len(va) == 1 else None
+        rule = at_most if relation == "<=" else greater
+        d = rule(LABELS[a], LABELS[b], va, vb, measurement_se=se)
+        diff = va - vb
+        return {"mean_difference": d.mean, "se": d.se, "per_seed": diff.tolist(),
+                "seeds_holding": int((diff > 0).sum()), "seeds": len(diff),
+                "holds": d.holds, "evidence": d.evidence(100, " points")}
 
-    # (i) degradation: plain-56 trains worse than plain-20, in both measures of training error
-    deg = {k: compare("plain56", "plain20", k) for k in
-           ("train_error", "train_error_eval", "test_error")}
+    keys = ("train_error", "train_error_eval", "test_error")
+    # (i) degradation: plain-56 > plain-20 in both measures of training error
+    deg = {k: compare("plain56", "plain20", k, ">") for k in keys}
     result.check(
         "Degradation: plain-56 has a higher training error than plain-20 (train mode and "
-        "eval mode, mean over seeds)",
-        deg["train_error"]["mean_difference"] > 0
-        and deg["train_error_eval"]["mean_difference"] > 0,
+        f"eval mode; mean difference over seeds beyond {SE_MULTIPLE:g} standard errors)",
+        deg["train_error"]["holds"] and deg["train_error_eval"]["holds"],
         f"plain-56 {pct('plain56', 'train_error')} vs plain-20 "
-        f"{pct('plain20', 'train_error')} train mode "
-        f"({points(deg['train_error']['mean_difference'])}, higher in "
-        f"{deg['train_error']['seeds_holding']}/{len(seeds)} seeds); eval mode "
-        f"{pct('plain56', 'train_error_eval')} vs {pct('plain20', 'train_error_eval')} "
-        f"({points(deg['train_error_eval']['mean_difference'])}, higher in "
-        f"{deg['train_error_eval']['seeds_holding']}/{len(seeds)} seeds)")
+        f"{pct('plain20', 'train_error')}; train mode: {deg['train_error']['evidence']}; "
+        f"eval mode: {deg['train_error_eval']['evidence']}")
     result.check(
         "Not overfitting: plain-56's test error is higher too (its higher error starts on "
-        "the training set)",
-        deg["test_error"]["mean_difference"] > 0
-        and deg["train_error_eval"]["mean_difference"] > 0,
+        f"the training set; beyond {SE_MULTIPLE:g} standard errors)",
+        deg["test_error"]["holds"] and deg["train_error_eval"]["holds"],
         f"test error plain-56 {pct('plain56', 'test_error')} vs plain-20 "
-        f"{pct('plain20', 'test_error')} ({points(deg['test_error']['mean_difference'])}, "
-        f"higher in {deg['test_error']['seeds_holding']}/{len(seeds)} seeds); overfitting "
+        f"{pct('plain20', 'test_error')}: {deg['test_error']['evidence']}; overfitting "
         f"would show a lower training error with a higher test error")
 
-    # (ii) ResNet-56 at least as good as ResNet-20 on the training set
-    res = {k: compare("resnet56", "resnet20", k, RESNET_TOLERANCE) for k in
-           ("train_error", "train_error_eval", "test_error")}
-    tolerance = ("no tolerance" if RESNET_TOLERANCE == 0
-                 else f"tolerance {100 * RESNET_TOLERANCE:.2f} points")
+    # (ii) ResNet-56 <= ResNet-20 on the training set
+    res = {k: compare("resnet56", "resnet20", k, "<=") for k in keys}
     result.check(
-        f"ResNet-56 trains at least as well as ResNet-20 (training error, train mode and "
-        f"eval mode, mean over seeds, {tolerance})",
-        res["train_error"]["mean_difference"] <= RESNET_TOLERANCE
-        and res["train_error_eval"]["mean_difference"] <= RESNET_TOLERANCE,
+        "ResNet-56 trains at least as well as ResNet-20 (training error, train mode and "
+        f"eval mode: mean difference <= 0 or within {SE_MULTIPLE:g} standard errors)",
+        res["train_error"]["holds"] and res["train_error_eval"]["holds"],
         f"ResNet-56 {pct('resnet56', 'train_error')} vs ResNet-20 "
-        f"{pct('resnet20', 'train_error')} train mode "
-        f"({points(res['train_error']['mean_difference'])}; ResNet-56 lower or equal in "
-        f"{len(seeds) - res['train_error']['seeds_holding']}/{len(seeds)} seeds); eval "
-        f"mode {pct('resnet56', 'train_error_eval')} vs {pct('resnet20', 'train_error_eval')}"
-        f" ({points(res['train_error_eval']['mean_difference'])}); test "
+        f"{pct('resnet20', 'train_error')}; train mode: {res['train_error']['evidence']}; "
+        f"eval mode: {res['train_error_eval']['evidence']}; test "
         f"{pct('resnet56', 'test_error')} vs {pct('resnet20', 'test_error')}")
 
-    # (iii) ResNet-56 much better than plain-56
-    fix = {k: compare("plain56", "resnet56", k) for k in
-           ("train_error", "train_error_eval", "test_error")}
+    # (iii) ResNet-56 much better than plain-56: plain-56 > ResNet-56
+    fix = {k: compare("plain56", "resnet56", k, ">") for k in keys}
     result.check(
         "ResNet-56 trains better than plain-56 (training error, train mode and eval mode, "
-        "mean over seeds, lower in every seed)",
-        all(fix[k]["seeds_holding"] == len(seeds) and fix[k]["mean_difference"] > 0
-            for k in ("train_error", "train_error_eval")),
+        f"beyond {SE_MULTIPLE:g} standard errors)",
+        fix["train_error"]["holds"] and fix["train_error_eval"]["holds"],
         f"ResNet-56 {pct('resnet56', 'train_error')} vs plain-56 "
-        f"{pct('plain56', 'train_error')} train mode "
-        f"({points(-fix['train_error']['mean_difference'])}, lower in "
-        f"{fix['train_error']['seeds_holding']}/{len(seeds)} seeds); eval mode "
-        f"{pct('resnet56', 'train_error_eval')} vs {pct('plain56', 'train_error_eval')}; "
-        f"test {pct('resnet56', 'test_error')} vs {pct('plain56', 'test_error')}")
+        f"{pct('plain56', 'train_error')}; train mode: {fix['train_error']['evidence']}; "
+        f"eval mode: {fix['train_error_eval']['evidence']}; test "
+        f"{pct('resnet56', 'test_error')} vs {pct('plain56', 'test_error')}")
 
     result.numbers = {
         "recipe": asdict(recipe), "seeds": seeds, "parameters": params,
-        "resnet_tolerance": RESNET_TOLERANCE,
+        "se_multiple": SE_MULTIPLE, "n_train": n_train,
         "final": final,
         "mean": {net: {k: mean(net, k) for k in final[net][0]} for net in NETS},
         "comparisons": {"plain56_minus_plain20": deg, "resnet56_minus_resnet20": res,

@@ -27,9 +27,10 @@ ResNet-20), with one recipe and seed for all five nets:
   (``HighwayBlock.last_gate_mean`` after a forward pass on test images, eval mode): how
   much of each block's output is its transform H(x) rather than its carried input.
 
-"Trains at least as well" allows a tolerance: loss_A <= (1 + 10%) loss_B, or the training
-errors within max(0.5 points, twice the standard error of a difference of two error rates
-on the training set).  "Trains better" needs a lower loss by more than that 10%.
+Verdicts use the statistics of :mod:`minires.experiments.common` on the final training
+error (eval mode, whole training set): "A at least as well as B" is ``at_most(A, B)``, "A
+better than B" is ``greater(B, A)``; one seed, so the standard error is the binomial one of
+a difference of two error rates on the n training images.
 """
 
 from __future__ import annotations
@@ -42,12 +43,20 @@ from minires.experiments.common import (
     DemoConfig,
     DemoResult,
     Stopwatch,
+    at_most,
+    error_rate_se,
     forward_eval,
+    greater,
     pyplot,
     save_figure,
 )
-from minires.experiments.identity import final, recipe_for, training_curve
-from minires.experiments.training import load_split, train_or_load
+from minires.experiments.training import (
+    final,
+    load_split,
+    recipe_for,
+    train_or_load,
+    training_curve,
+)
 from minires.models import HighwayBlock, count_parameters, summary
 
 NAME = "highway"
@@ -69,8 +78,6 @@ SOURCE = (
     "identity shortcuts are never closed).")
 
 GATE_BIASES = (0.0, -1.0, -3.0)
-LOSS_TOLERANCE = 0.10  # "at least as well": within 10% of the reference's training loss
-MIN_ERROR_TOLERANCE = 0.005  # half a percentage point
 CLOSED = 0.5  # transform gate "mostly shut" (the block mostly carries): mean T below this
 
 
@@ -78,23 +85,16 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def error_tolerance(a: float, b: float, n: int) -> float:
-    """max(0.5 points, 2 sqrt(2 p (1 - p) / n)), p the mean of the two error rates."""
-    p = 0.5 * (a + b)
-    return max(MIN_ERROR_TOLERANCE, 2.0 * math.sqrt(2.0 * p * (1.0 - p) / n))
+def at_least_as_well(candidate: dict, reference: dict, n: int, names=("A", "B")):
+    """common.at_most on the final training errors (one seed: binomial SE on n images)."""
+    a, b = candidate["train_error"], reference["train_error"]
+    return at_most(*names, [a], [b], measurement_se=error_rate_se(a, b, n))
 
 
-def at_least_as_well(candidate: dict, reference: dict, n: int) -> bool:
-    """The candidate's training loss is within 10% of the reference's, or its training
-    error is no worse than the reference's plus the error tolerance."""
-    return (candidate["train_loss"] <= (1 + LOSS_TOLERANCE) * reference["train_loss"]
-            or candidate["train_error"] <= reference["train_error"]
-            + error_tolerance(candidate["train_error"], reference["train_error"], n))
-
-
-def better(candidate: dict, reference: dict) -> bool:
-    """A training loss lower than the reference's by more than 10%."""
-    return candidate["train_loss"] < reference["train_loss"] / (1 + LOSS_TOLERANCE)
+def better(candidate: dict, reference: dict, n: int, names=("A", "B")):
+    """"candidate trains better": common.greater(reference, candidate) on training error."""
+    a, b = reference["train_error"], candidate["train_error"]
+    return greater(names[1], names[0], [a], [b], measurement_se=error_rate_se(a, b, n))
 
 
 def gate_means(model, images: np.ndarray) -> list:
@@ -163,10 +163,9 @@ def _report(result: DemoResult, config: DemoConfig, recipe, stats: dict, n_train
         f"body + ReLU, T = sigmoid(conv3x3(x) + b_T) with the gate's weights 0 and b_T = "
         f"0, -1 or -3 at the start. Training loss/error: an eval-mode pass over the "
         f"training set after the last epoch. Gate values: mean of T over {n_gate} test "
-        f"images per block, eval mode, after training. 'At least as well': training loss "
-        f"within {100 * LOSS_TOLERANCE:.0f}% or training error within max(0.5 points, 2 "
-        f"standard errors of a difference); 'better': a training loss lower by more than "
-        f"{100 * LOSS_TOLERANCE:.0f}%.")
+        f"images per block, eval mode, after training. 'At least as well': training error "
+        f"lower, or higher by at most 2 standard errors of a difference of two error rates "
+        f"on {n_train} images; 'better': lower by more than 2 standard errors.")
     rows = []
     for kind, s in stats.items():
         rows.append([label(kind), s["parameters"], s["macs"], s["train_loss"],
@@ -181,31 +180,35 @@ def _report(result: DemoResult, config: DemoConfig, recipe, stats: dict, n_train
                  ["b_T at start"] + [f"block {i + 1}" for i in range(n_blocks)],
                  [[float(k)] + stats[k]["gate_per_block"] for k in highways])
 
-    best = min(highways, key=lambda k: stats[k]["train_loss"])
+    best = min(highways, key=lambda k: (stats[k]["train_error"], stats[k]["train_loss"]))
     plain, resnet, zero = stats["plain"], stats["resnet"], stats["0"]
-    result.numbers = {"nets": stats, "best_highway": best, "n_train": n_train,
-                      "loss_tolerance": LOSS_TOLERANCE, "recipe": dict(recipe.__dict__)}
-
-    def loss_err(kind):
-        s = stats[kind]
-        return f"{label(kind)}: loss {s['train_loss']:.4f}, error {100 * s['train_error']:.2f}%"
-
     negatives = [k for k in highways if float(k) < 0]
+    rules = {f"{k}<=0": at_least_as_well(stats[k], zero, n_train, (label(k), label("0")))
+             for k in negatives}
+    rules["best>plain"] = better(stats[best], plain, n_train, (label(best), label("plain")))
+    rules["resnet<=best"] = at_least_as_well(resnet, stats[best], n_train,
+                                             (label("resnet"), label(best)))
+    result.numbers = {"nets": stats, "best_highway": best, "n_train": n_train,
+                      "comparisons": {k: d.as_dict() for k, d in rules.items()},
+                      "recipe": dict(recipe.__dict__)}
+
+    def ev(k):
+        return rules[k].evidence(100, " points")
+
     result.check(
-        "A negative initial gate bias (-1 and -3) trains at least as well as 0 at this depth",
-        all(at_least_as_well(stats[k], zero, n_train) for k in negatives),
-        "; ".join(loss_err(k) for k in highways))
+        "A negative initial gate bias (-1 and -3) trains at least as well as 0 (training "
+        "error, <= 0 or within 2 standard errors)",
+        all(rules[f"{k}<=0"].holds for k in negatives),
+        "; ".join(ev(f"{k}<=0") for k in negatives))
     result.check(
-        "Highway trains better than plain at the same depth (best gate bias, training loss "
-        f"lower by more than {100 * LOSS_TOLERANCE:.0f}%)",
-        better(stats[best], plain),
-        f"{loss_err(best)}; {loss_err('plain')}; every bias: "
-        + ", ".join(f"{k}: {stats[k]['train_loss']:.4f}" for k in highways))
+        "Highway trains better than plain at the same depth (best gate bias, training error "
+        "lower by more than 2 standard errors)",
+        rules["best>plain"].holds, ev("best>plain"))
     result.check(
-        "The ResNet trains at least as well as the best highway net",
-        at_least_as_well(resnet, stats[best], n_train),
-        f"{loss_err('resnet')} ({resnet['parameters']:,} parameters); {loss_err(best)} "
-        f"({stats[best]['parameters']:,} parameters)")
+        "The ResNet trains at least as well as the best highway net (training error)",
+        rules["resnet<=best"].holds,
+        f"{ev('resnet<=best')} ({resnet['parameters']:,} vs {stats[best]['parameters']:,} "
+        f"parameters)")
     lowest = min(GATE_BIASES)
     low = stats[f"{lowest:g}"]
     result.check(

@@ -23,28 +23,35 @@ parameters, final training error and loss (an eval-mode pass over the whole trai
 after the last epoch), final test error, and seconds per epoch.
 
 "Close to each other" is made precise as: the spread (largest minus smallest) of the three
-error rates is at most a tolerance ``tol = max(1 percentage point, 2 * SE_diff)``, where
-``SE_diff = sqrt(2 p (1 - p) / n)`` is the standard error of the difference of two error
-rates near their mean p measured on n images: the differences are then no larger than what
-measuring on a finite set alone produces (seed-to-seed variation comes on top of that).
+error rates is at most ``2 * SE_diff`` (the rule of common.at_most, applied to the worst
+against the best), where ``SE_diff = sqrt(2 p (1 - p) / n)`` is the standard error of the
+difference of two error rates near their mean p measured on n images (one seed: no
+seed-to-seed spread to use): the differences are then no larger than what measuring on a
+finite set alone produces.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from minires.experiments.common import (
+    SE_MULTIPLE,
     DemoConfig,
     DemoResult,
     Stopwatch,
+    at_most,
+    error_rate_se,
     fmt,
     pyplot,
     save_figure,
 )
-from minires.experiments.identity import final, recipe_for, training_curve
-from minires.experiments.training import load_split, train_or_load
+from minires.experiments.training import (
+    final,
+    load_split,
+    recipe_for,
+    train_or_load,
+    training_curve,
+)
 from minires.models import count_parameters, summary
 
 NAME = "shortcuts"
@@ -67,14 +74,16 @@ DESCRIPTIONS = {"A": "identity, zero-pad where the shape changes (no parameters)
                 "B": "1x1 projection + BN where the shape changes, identity elsewhere",
                 "C": "1x1 projection + BN on every block"}
 PAPER_TOP1 = {"A": 25.03, "B": 24.52, "C": 24.19}  # Table 3, ResNet-34, 10-crop top-1 (%)
-MIN_TOLERANCE = 0.01  # one percentage point
 
 
-def tolerance(errors, n: int) -> float:
-    """max(1 percentage point, 2 * sqrt(2 p (1 - p) / n)) with p the mean of ``errors``:
-    twice the standard error of the difference of two error rates measured on n images."""
-    p = float(np.mean(errors))
-    return max(MIN_TOLERANCE, 2.0 * math.sqrt(2.0 * p * (1.0 - p) / n))
+def close(errors: dict, n: int):
+    """The verdict "within noise of each other" for options' error rates on ``n`` images:
+    the worst minus the best is <= 2 standard errors (common.at_most both ways round; one
+    seed, so the binomial SE of a difference of two error rates)."""
+    worst = max(errors, key=errors.get)
+    best = min(errors, key=errors.get)
+    a, b = errors[worst], errors[best]
+    return at_most(worst, best, [a], [b], measurement_se=error_rate_se(a, b, n))
 
 
 def train_option(config: DemoConfig, option: str, recipe):
@@ -128,8 +137,8 @@ def _report(result: DemoResult, config: DemoConfig, recipe, stats: dict, n_train
         f"{recipe.warmup_epochs:g} warm-up epoch(s), /10 at 50% and 75%, momentum 0.9, "
         f"weight decay 1e-4) on {n_train} training images; test error on {n_test} test "
         f"images. Training error and loss: an eval-mode pass over the whole training set "
-        f"after the last epoch. Tolerance for 'close': max(1 percentage point, twice the "
-        f"standard error of a difference of two error rates, sqrt(2p(1-p)/n)).")
+        f"after the last epoch. 'Close': worst minus best within twice the standard error "
+        f"of a difference of two error rates, sqrt(2p(1-p)/n) (one seed).")
     rows = []
     for option in OPTIONS:
         s = stats[option]
@@ -142,43 +151,46 @@ def _report(result: DemoResult, config: DemoConfig, recipe, stats: dict, n_train
                  ["option", "shortcut", "parameters", "vs A", "MACs", "train error",
                   "train loss", "test error", "paper top-1 (ResNet-34, ImageNet)"], rows)
 
-    train_errors = [stats[o]["train_error"] for o in OPTIONS]
-    test_errors = [stats[o]["test_error"] for o in OPTIONS]
-    tol_train, tol_test = tolerance(train_errors, n_train), tolerance(test_errors, n_test)
-    spread_train = max(train_errors) - min(train_errors)
-    spread_test = max(test_errors) - min(test_errors)
-    gain_c = stats["A"]["test_error"] - stats["C"]["test_error"]
+    train_errors = {o: stats[o]["train_error"] for o in OPTIONS}
+    test_errors = {o: stats[o]["test_error"] for o in OPTIONS}
+    close_train, close_test = close(train_errors, n_train), close(test_errors, n_test)
+    a_vs_c = at_most("A", "C", [test_errors["A"]], [test_errors["C"]],
+                     measurement_se=error_rate_se(test_errors["A"], test_errors["C"], n_test))
+    spread_test = close_test.mean
+    gain_c = test_errors["A"] - test_errors["C"]
+    tol_test = SE_MULTIPLE * close_test.se
     extra_c = stats["C"]["parameters"] - a_params
     extra_b = stats["B"]["parameters"] - a_params
     result.numbers = {
         "options": stats, "n_train": n_train, "n_test": n_test,
-        "tolerance_train": tol_train, "tolerance_test": tol_test,
-        "spread_train_error": spread_train, "spread_test_error": spread_test,
-        "test_gain_c_over_a": gain_c, "extra_parameters_b": extra_b,
+        "tolerance_train": SE_MULTIPLE * close_train.se, "tolerance_test": tol_test,
+        "spread_train_error": close_train.mean, "spread_test_error": spread_test,
+        "test_gain_c_over_a": gain_c, "tolerance_c_over_a": SE_MULTIPLE * a_vs_c.se,
+        "comparisons": {"test": close_test.as_dict(), "train": close_train.as_dict(),
+                        "a_vs_c": a_vs_c.as_dict()},
+        "extra_parameters_b": extra_b,
         "extra_parameters_c": extra_c, "paper_top1": PAPER_TOP1,
         "recipe": dict(recipe.__dict__),
     }
 
     def pct(values):
-        return ", ".join(f"{o} {100 * v:.2f}%" for o, v in zip(OPTIONS, values, strict=True))
+        return ", ".join(f"{o} {100 * v:.2f}%" for o, v in values.items())
 
     result.check(
-        "Options A, B and C reach test errors within the tolerance of each other",
-        spread_test <= tol_test,
-        f"{pct(test_errors)}: spread {100 * spread_test:.2f} points, tolerance "
-        f"{100 * tol_test:.2f} points")
+        "Options A, B and C reach test errors within 2 standard errors of each other",
+        close_test.holds, f"{pct(test_errors)}; worst - best: "
+        f"{close_test.evidence(100, ' points')}")
     result.check(
-        "Options A, B and C reach training errors within the tolerance of each other",
-        spread_train <= tol_train,
-        f"{pct(train_errors)}: spread {100 * spread_train:.2f} points, tolerance "
-        f"{100 * tol_train:.2f} points")
+        "Options A, B and C reach training errors within 2 standard errors of each other",
+        close_train.holds, f"{pct(train_errors)}; worst - best: "
+        f"{close_train.evidence(100, ' points')}")
     result.check(
-        "The projections of option C buy little: its test error is not lower than A's by "
-        "more than the tolerance",
-        gain_c <= tol_test,
+        "The projections of option C buy little: A's test error <= C's (or within 2 "
+        "standard errors)",
+        a_vs_c.holds,
         f"C has {extra_c:,} more parameters than A (+{100 * extra_c / a_params:.1f}%), "
-        f"B +{extra_b:,} (+{100 * extra_b / a_params:.1f}%); test error A - C = "
-        f"{100 * gain_c:+.2f} points (tolerance {100 * tol_test:.2f})")
+        f"B +{extra_b:,} (+{100 * extra_b / a_params:.1f}%); "
+        f"{a_vs_c.evidence(100, ' points')}")
     order = sorted(OPTIONS, key=lambda o: stats[o]["test_error"])
     first, worst = order[0], order[-1]
     behind = 100 * (stats[worst]["test_error"] - stats[first]["test_error"])

@@ -31,6 +31,7 @@ Recipes:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -213,3 +214,34 @@ def test_error(config: DemoConfig, model, recipe: Recipe | None = None) -> float
     recipe = recipe or default_recipe(config)
     _, test_loader = make_loaders(config, recipe, seed=0)
     return evaluate(model, test_loader, device=config.device)[1]
+
+
+def recipe_for(config: DemoConfig):
+    """The shared default recipe (so trained nets are shared through the cache with the other
+    demonstrations), cut to one epoch on 320 images for the test suite (``tiny``): enough
+    steps to run every line of the demonstration, not to train a net."""
+    recipe = default_recipe(config)
+    if config.tiny:
+        recipe = dataclasses.replace(recipe, epochs=1, train_size=320, test_size=100)
+    return recipe
+
+
+def training_curve(run_, column: str = "train_loss"):
+    """(x, y, x label) of a trained run's training curve: per iteration (a moving average
+    over ~1/20 of the run) when the run recorded its steps, else per epoch."""
+    steps = getattr(run_, "steps", None)
+    if steps and steps.get(column):
+        values = np.asarray(steps[column], dtype=np.float64)
+        window = max(1, len(values) // 20)
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        return np.arange(len(smooth)) + (window + 1) / 2, smooth, "iteration"
+    values = np.asarray(run_.history[column], dtype=np.float64)
+    return np.arange(1, len(values) + 1), values, "epoch"
+
+
+def final(history, column: str, fallback: str) -> float:
+    """The last epoch's ``column`` (e.g. an eval-mode training loss), or ``fallback`` when
+    the history does not have it."""
+    record = history[-1]
+    value = record.get(column)
+    return float(record[fallback] if value is None else value)
