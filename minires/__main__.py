@@ -323,6 +323,16 @@ def export(args) -> int:
     return 0
 
 
+# What Ctrl-C leaves behind, per command (the others write nothing worth a word).
+_INTERRUPTED = {
+    "train": "the files in --out hold the last completed epoch, if any (continue with "
+             "--resume)",
+    "demo": "--out holds the demonstrations that finished (report.md lists them)",
+    "grade": "grading did not finish; --csv and --json are written only when it does",
+    "export": "nothing was written (the file is written whole or not at all)",
+}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minires", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -461,8 +471,8 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted; the files in --out hold the last completed epoch",
-              file=sys.stderr)
+        left = _INTERRUPTED.get(args.command)
+        print("error: interrupted" + (f"; {left}" if left else ""), file=sys.stderr)
         return 130
 
 

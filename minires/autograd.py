@@ -501,6 +501,7 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
     (a failed backward, e.g. through a freed graph, leaves the gradients as they were).
     """
     leaves, retained = {}, {}  # id -> [tensor, summed gradient], written at the end
+    hooked = []  # tensors with hooks that a released Function let go of (see below)
     with no_grad():  # backward arithmetic on arrays builds no new graph
         if root.creator is None:
             _add(leaves, root, grad)
@@ -521,6 +522,9 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
                     observer(function, grad_outputs, grad_inputs)
                 send_input_grads(function, grad_inputs, pending, queue, leaves)
                 if not retain_graph:
+                    # An intermediate's hooks run when its creator's turn comes; keep it
+                    # alive till then, though nothing else may hold it (x.sigmoid() in a loop).
+                    hooked.extend(t for t in function.inputs if t._hooks)
                     function._release()
         for tensor, total in leaves.values():
             _accumulate(tensor, _run_hooks(tensor, total) if tensor._hooks else total)

@@ -390,6 +390,25 @@ def test_leaf_and_root_hooks_and_remove():
     assert calls == [("root", 1.0), "leaf"]
 
 
+def test_hooks_run_on_intermediates_nobody_else_holds(torch):
+    # out = out.sigmoid() in a loop drops the Python reference to each activation; its hook
+    # must still run (as in PyTorch), also when backward frees the graph as it goes.
+    def run(lib, tensor_fn):
+        h = tensor_fn(0.3)
+        seen = []
+        out = h
+        for layer in range(4):
+            out = out.sigmoid()
+            out.register_hook(lambda g, layer=layer: seen.append((layer, g.item())))
+        out.backward()
+        return seen
+
+    ours = run(minires, lambda v: minires.tensor(v, dtype="float64", requires_grad=True))
+    theirs = run(torch, lambda v: torch.tensor(v, dtype=torch.float64, requires_grad=True))
+    assert [layer for layer, _ in ours] == [3, 2, 1, 0]
+    np.testing.assert_allclose([g for _, g in ours], [g for _, g in theirs], rtol=1e-12)
+
+
 def test_hook_with_retain_grad_stores_the_replacement():
     x = minires.tensor([1.0, 2.0], requires_grad=True)
     y = x * 2

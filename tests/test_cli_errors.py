@@ -177,3 +177,28 @@ def test_divergence_exits_1_without_traceback(tmp_path):
     assert done.returncode == 1, done.stderr
     assert "error: training diverged at epoch 1" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command, argv, says", [
+    ("train", SMOKE + ["--epochs", "1"], "the files in --out hold the last completed epoch"),
+    ("demo", ["demo", "identity"], "--out holds the demonstrations that finished"),
+    ("grade", ["grade", "subs", "--csv", "t.csv"], "--csv and --json are written only"),
+    ("export", ["export", "w.safetensors", "--model", "resnet20", "--to", "onnx", "--out",
+                "m.onnx"], "nothing was written"),
+    ("check", ["check", "im2col"], None),
+    ("quickstart", ["quickstart"], None),
+])
+def test_ctrl_c_says_what_this_command_left(monkeypatch, capsys, command, argv, says):
+    import minires.__main__ as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, {"grade": "grade_submissions"}.get(command, command), interrupted)
+    code, _, err = run_main(argv, capsys)
+    assert code == 130 and err.startswith("error: interrupted"), err
+    if says is None:  # nothing written: no talk of --out
+        assert err.strip() == "error: interrupted"
+    else:
+        assert says in err
+        assert ("--out" in err) == (command in ("train", "demo"))

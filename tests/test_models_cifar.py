@@ -150,6 +150,28 @@ def test_invalid_configurations_say_why(kwargs, message):
         CifarResNet(20, **kwargs)
 
 
+@pytest.mark.parametrize("widths, error", [
+    ((0, 16, 32), ValueError),
+    ((16, -4, 32), ValueError),
+    ((True, 16, 32), ValueError),
+    ((16, 32.5, 64), TypeError),
+    (("16", 32, 64), TypeError),
+    (16, TypeError),
+])
+def test_bad_widths_fail_at_construction_naming_widths(widths, error):
+    # Before: (0, 16, 32) built and only failed at forward, naming out_channels.
+    with pytest.raises(error, match=r"widths must be (3 )?positive integers") as info:
+        CifarResNet(20, widths=widths)
+    assert repr(widths) in str(info.value)
+    with pytest.raises(error, match="widths"):
+        get_model("resnet20", widths=widths)
+
+
+def test_widths_accept_numpy_integers():
+    model = CifarResNet(8, widths=np.array([2, 3, 4]))
+    assert model.widths == (2, 3, 4) and all(type(w) is int for w in model.widths)
+
+
 def test_he_initialisation_and_zero_init_residual():
     model = resnet20(zero_init_residual=True)
     std = model.layer3[1].conv1.weight.numpy().std()

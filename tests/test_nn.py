@@ -291,9 +291,12 @@ def test_init_leaves_zero_element_tensors_alone():
     nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")  # fan_out 0: no error
 
 
-def test_model_with_a_zero_width_builds_and_says_why_it_cannot_run():
+def test_zero_width_conv_builds_and_says_why_it_cannot_run():
     from minires import models
 
-    model = models.get_model("resnet20", num_classes=10, widths=(0, 16, 32))
+    conv = nn.Conv2d(3, 0, 3)  # a zero-sized layer can be built, as in torch
     with pytest.raises(ValueError, match="out_channels"):
-        model(minires.randn(2, 3, 8, 8))
+        conv(minires.randn(2, 3, 8, 8))
+    # A model refuses a zero width at once, naming its own argument.
+    with pytest.raises(ValueError, match=r"widths must be positive integers, got \(0, 16, 32\)"):
+        models.get_model("resnet20", num_classes=10, widths=(0, 16, 32))

@@ -12,6 +12,7 @@ with ``--runslow`` every tutorial does.  The notebooks take about 50 s on 2 idle
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
@@ -147,6 +148,8 @@ def test_01_autograd(outputs):
     assert "gradcheck of the scalar chain passed: True" in stdout
     assert "buggy backward: gradcheck passed = False" in stdout
     assert number(r"float64: best relative error " + FLOAT, stdout) < 1e-9
+    assert number(r"received dy/dh = " + FLOAT, stdout) == pytest.approx(math.e + 2, rel=1e-4)
+    assert re.search(r"^1\s+Add\s+2\s+a, c\s", stdout, re.MULTILINE)  # the trace's first row
     check_figures(out, stdout)
 
 
@@ -156,6 +159,9 @@ def test_02_vanishing_gradients(outputs):
     assert number(r"chain-rule product vs autograd \(dy/db_1\): max \|difference\| = "
                   + FLOAT, stdout) < 1e-15
     assert re.search(r"bound .* holds in all \d+ chains: True", stdout)
+    assert "✓ all 10 Sigmoid rows have in/out <= 1/4" in stdout
+    assert number(r"from the hooks\): a10 " + FLOAT, stdout) == 1
+    assert number(r"a1 " + FLOAT + r"\n", stdout) < 0.25 ** 9
     sigmoid = number(r"depth 20: sigmoid/Xavier ratio " + FLOAT, stdout)
     relu = number(r"relu/He ratio " + FLOAT, stdout)
     assert sigmoid < 1e-3  # vanishes

@@ -23,7 +23,7 @@
 # 1. differentiate a tiny scalar chain **on paper** and turn the result into numbers,
 # 2. get the same numbers from `minires.tensor(..., requires_grad=True)` and `.backward()`,
 # 3. look at the **graph** the engine records (`.creator`, `.generation`) and at the
-#    **order** in which backward visits it,
+#    **order** in which backward visits it (`minires.viz.trace`),
 # 4. check gradients numerically with `minires.gradcheck`, and watch it catch a bug.
 #
 # Run it as a script (`python tutorials/01_autograd.py`) or as a notebook
@@ -232,6 +232,48 @@ print(f"dy/dx = {x_d.grad.item():.10f}   (formula 2(e^h + 2h) = {expected:.10f})
 # its gradient holds both contributions.  (Which of `a` and `c` goes first does not
 # matter; they do not depend on each other.)
 #
+# ### Stepping through backward with `minires.viz.trace`
+#
+# The taps needed a custom `Function`.  `minires.viz.trace()` watches *every* Function
+# instead: run `backward()` inside `with minires.viz.trace() as t:` and `t.table()` lists
+# one row per Function **in the order backward ran it**:
+#
+# - `function`, `gen`: the Function's class and its generation (backward runs the highest first),
+# - `inputs`: the tensors it was applied to (by name, else by shape; `()` is a constant),
+# - `|grad out|`: the norm of the gradient that arrived at its output,
+#   $\|\partial y/\partial \text{out}\|$,
+# - `|grad in|`: the norm of the gradient it sent to each input (`-` where none was needed),
+# - `in/out`: their ratio for a one-input function, the factor this step multiplied the
+#   gradient by (for `Exp` it is $e^h$).
+#
+# **Predict before you run.** The same graph without taps: $h = 2x$, $a = e^h$, $c = h\cdot h$,
+# $y = a + c$ at $x = 1/2$.  How many rows will the table have, which Function comes
+# first, and what `|grad out|` will the `Mul` that made $h$ (the last row) receive?
+
+# %%
+x_d = minires.tensor(0.5, dtype="float64", requires_grad=True, name="x")
+h = x_d * 2
+h.name = "h"
+a = h.exp()
+a.name = "a"
+c = h * h
+c.name = "c"
+y = a + c
+y.name = "y"
+with minires.viz.trace() as t:
+    y.backward()
+print(t.table())
+
+# %%
+steps = t.records
+assert len(steps) == 4  # one row per Function: Mul (2x), Exp, Mul (h*h), Add
+assert steps[0].function == type(y.creator).__name__ == "Add"  # the loss's Function first
+assert steps[-1].inputs[0] == "x"  # h's creator last: it waited for both contributions
+assert math.isclose(steps[-1].grad_out_norms[0], math.e + 2)  # dy/dh = e^h + 2h at h = 1
+print(f"✓ {len(steps)} Functions, {steps[0].function} first; h's creator ran last and "
+      f"received dy/dh = {steps[-1].grad_out_norms[0]:.4f} = e + 2, both contributions summed")
+
+# %% [markdown]
 # ## 1.5 Checking gradients numerically
 #
 # How do we know a backward pass is right?  Compare it with **central differences**:
@@ -325,6 +367,8 @@ save(fig, "01_finite_difference_error.png")
 #   **graph**.  `generation` counts the steps from the leaves.
 # * `backward()` visits the graph in **topological order**: a tensor used twice waits for
 #   both gradient contributions and adds them (`h` came last).
+#   `minires.viz.trace()` lists that order for any backward pass, with the gradient
+#   norms each Function received and sent on.
 # * A `Function` is just a `forward` and a `backward` on arrays; every layer in minires is
 #   built this way.
 # * `minires.gradcheck` compares against central differences in float64 and flags a

@@ -129,6 +129,35 @@ assert 0 < h.grad.item() <= 0.25 ** 10
 print("✓ at least a factor 4 lost per sigmoid: 10 layers leave less than one millionth")
 
 # %% [markdown]
+# **Watch each factor.** `minires.viz.trace()` (from tutorial 1) lists every Function the
+# backward pass ran, with the norm of the gradient it received (`|grad out|`) and sent
+# down (`|grad in|`).  For a `Sigmoid` row the ratio `in/out` is exactly the local factor
+# $\sigma'(z)$, so every one should be at most 1/4.  A hook on each hidden activation,
+# `a.register_hook(fn)`, sees the gradient arriving at that layer: it shrinks row by row.
+
+# %%
+h = minires.tensor(0.0, dtype="float64", requires_grad=True, name="h")
+arrived = {}  # layer -> |dy/da_layer|, filled by the hooks during backward
+out = h
+for layer in range(1, 11):
+    out = out.sigmoid()
+    out.name = f"a{layer}"
+    out.register_hook(lambda grad, layer=layer: arrived.update({layer: abs(grad.item())}))
+with minires.viz.trace() as t:
+    out.backward()
+print(t.table())
+print("gradient arriving at each activation (from the hooks): "
+      + ", ".join(f"a{layer} {arrived[layer]:.1e}" for layer in sorted(arrived, reverse=True)))
+
+# %%
+gains = [step.gain for step in t.records if step.function == "Sigmoid"]
+assert len(gains) == 10 and all(0 < gain <= 0.25 for gain in gains)
+assert all(arrived[layer] < arrived[layer + 1] for layer in range(1, 10))
+print(f"✓ all 10 Sigmoid rows have in/out <= 1/4 (largest {max(gains):.4f}, the bottom "
+      f"one at z = h = 0); the gradient falls from {arrived[10]:.0e} at a10 to "
+      f"{arrived[1]:.1e} at a1")
+
+# %% [markdown]
 # ## 2.2 A chain of one-neuron layers
 #
 # $$ a_0 = x, \qquad z_l = w_l a_{l-1} + b_l, \qquad a_l = \sigma(z_l), \qquad y = a_L . $$

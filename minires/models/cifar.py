@@ -38,6 +38,25 @@ def cifar_depth_to_n(depth: int) -> int:
     return (layers - 2) // 6
 
 
+def check_widths(widths) -> tuple:
+    """``widths`` as a tuple of 3 positive ints (the channels of the three stages), or a
+    ValueError/TypeError naming ``widths``; ints only, so 16.5 is refused, not truncated."""
+    try:
+        given = tuple(widths)
+    except TypeError:
+        raise TypeError(f"widths must be 3 positive integers (channels of the 3 stages), got "
+                        f"{widths!r}") from None
+    if len(given) != 3:
+        raise ValueError(f"widths must give the channels of the 3 stages, got {widths!r}")
+    try:
+        values = tuple(operator.index(w) for w in given)  # an int (also NumPy's), not 16.0
+    except TypeError:
+        raise TypeError(f"widths must be 3 positive integers, got {widths!r}") from None
+    if any(isinstance(w, bool) for w in given) or min(values) < 1:
+        raise ValueError(f"widths must be positive integers, got {widths!r}")
+    return values
+
+
 class CifarResNet(Module):
     """ResNet / plain / pre-activation / highway network for CIFAR-sized images (section 4.2).
 
@@ -74,9 +93,7 @@ class CifarResNet(Module):
         depth = 6 * n + 2
         if block not in BLOCK_TYPES:
             raise ValueError(f"block must be one of {BLOCK_TYPES}, got {block!r}")
-        widths = tuple(int(w) for w in widths)
-        if len(widths) != 3:
-            raise ValueError(f"widths must give the channels of the 3 stages, got {widths}")
+        widths = check_widths(widths)
         if block == "highway" and (not residual or shortcut != "A"):
             raise ValueError("a highway block's gated carry is its shortcut: use "
                              "residual=True and shortcut='A' (option A where shapes change)")
