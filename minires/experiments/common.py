@@ -408,3 +408,24 @@ class Stopwatch:
 def seed_everything(seed: int) -> None:
     """Seed minires's generators (weights, shuffling, augmentation, dropout)."""
     backend.manual_seed(seed)
+
+
+def demonstrate(demo, config: DemoConfig) -> DemoResult:
+    """Run a demonstration module that reads claim -> setup -> measurement -> verdict.
+
+    ``demo`` has ``NAME``, ``TITLE``, ``CLAIM``, ``SOURCE`` and the functions
+    ``setup(config) -> str`` (what is built, fixed before measuring),
+    ``measure(config) -> numbers`` (a JSON-able dict), ``verdicts(numbers) -> [Verdict]``,
+    ``plots(config, numbers) -> [file names]`` and ``report(result, numbers)`` (tables,
+    notes and any summary numbers, added to ``result.numbers``).
+    """
+    result = DemoResult(demo.NAME, demo.TITLE, demo.CLAIM, demo.SOURCE,
+                        setup=demo.setup(config))
+    with Stopwatch() as watch:
+        numbers = demo.measure(config)
+        result.figures = list(demo.plots(config, numbers))
+    result.verdicts = list(demo.verdicts(numbers))
+    result.numbers = numbers
+    demo.report(result, numbers)
+    result.wall_time_s = watch.seconds
+    return result

@@ -36,15 +36,16 @@ a difference of two error rates on the n training images.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
 from minires.experiments.common import (
     DemoConfig,
     DemoResult,
-    Stopwatch,
     Verdict,
     at_most,
+    demonstrate,
     error_rate_se,
     forward_eval,
     greater,
@@ -233,8 +234,9 @@ def verdicts(numbers: dict) -> list:
 
 
 def report(result: DemoResult, numbers: dict) -> None:
-    """The tables and the notes, from the numbers."""
+    """The tables, the notes and the comparisons' numbers, from the numbers."""
     stats = numbers["nets"]
+    result.numbers["comparisons"] = {k: d.as_dict() for k, d in comparisons(numbers).items()}
     rows = []
     for kind, s in stats.items():
         rows.append([label(kind), s["parameters"], s["macs"], s["train_loss"],
@@ -271,23 +273,15 @@ def report(result: DemoResult, numbers: dict) -> None:
 
 
 def run(config: DemoConfig) -> DemoResult:
-    """setup -> measure -> verdicts, then the report and the figure."""
-    result = DemoResult(NAME, TITLE, CLAIM, SOURCE, setup=setup(config))
-    with Stopwatch() as watch:
-        numbers = measure(config)
-        result.figures = [plot(config, numbers)]
-    result.verdicts = verdicts(numbers)
-    report(result, numbers)
-    numbers["comparisons"] = {k: d.as_dict() for k, d in comparisons(numbers).items()}
-    result.numbers = numbers
-    result.wall_time_s = watch.seconds
-    return result
+    """setup -> measure -> verdicts, then the report and the figure
+    (:func:`minires.experiments.common.demonstrate`)."""
+    return demonstrate(sys.modules[__name__], config)
 
 
 # ---------------------------------------------------------------------------- figure
 
 
-def plot(config: DemoConfig, numbers: dict) -> str:
+def plots(config: DemoConfig, numbers: dict) -> list:
     """Training loss per epoch for the five nets; mean gate per block for the highways."""
     stats = numbers["nets"]
     plt = pyplot()
@@ -314,4 +308,4 @@ def plot(config: DemoConfig, numbers: dict) -> str:
             title="after training (dotted: at the start)", ylim=(0, 1))
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    return save_figure(fig, config, f"{NAME}_gates.png")
+    return [save_figure(fig, config, f"{NAME}_gates.png")]

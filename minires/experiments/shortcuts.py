@@ -32,15 +32,17 @@ finite set alone produces.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from minires.experiments.common import (
     SE_MULTIPLE,
     DemoConfig,
     DemoResult,
-    Stopwatch,
     Verdict,
     at_most,
+    demonstrate,
     error_rate_se,
     fmt,
     pyplot,
@@ -216,9 +218,10 @@ def derived(numbers: dict) -> dict:
 
 
 def report(result: DemoResult, numbers: dict) -> None:
-    """The table and the notes, from the numbers."""
+    """The table, the notes and the summary numbers, from the numbers."""
     stats, n_test = numbers["options"], numbers["n_test"]
     summary_ = derived(numbers)
+    result.numbers.update(summary_)
     a_params = stats["A"]["parameters"]
     rows = []
     for option in OPTIONS:
@@ -249,22 +252,15 @@ def report(result: DemoResult, numbers: dict) -> None:
 
 
 def run(config: DemoConfig) -> DemoResult:
-    """setup -> measure -> verdicts, then the report and the figure."""
-    result = DemoResult(NAME, TITLE, CLAIM, SOURCE, setup=setup(config))
-    with Stopwatch() as watch:
-        numbers = measure(config)
-        result.figures = [plot(config, numbers)]
-    result.verdicts = verdicts(numbers)
-    report(result, numbers)
-    result.numbers = {**numbers, **derived(numbers)}
-    result.wall_time_s = watch.seconds
-    return result
+    """setup -> measure -> verdicts, then the report and the figure
+    (:func:`minires.experiments.common.demonstrate`)."""
+    return demonstrate(sys.modules[__name__], config)
 
 
 # ---------------------------------------------------------------------------- figure
 
 
-def plot(config: DemoConfig, numbers: dict) -> str:
+def plots(config: DemoConfig, numbers: dict) -> list:
     """Training error during training for A, B, C; final errors vs parameters."""
     stats = numbers["options"]
     plt = pyplot()
@@ -288,4 +284,4 @@ def plot(config: DemoConfig, numbers: dict) -> str:
             title="what the projections cost and buy")
     ax2.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    return save_figure(fig, config, f"{NAME}_options.png")
+    return [save_figure(fig, config, f"{NAME}_options.png")]
