@@ -4,7 +4,11 @@ A demonstration is a module in :mod:`minires.experiments` with ``NAME``, ``TITLE
 function ``run(config) -> DemoResult``.  It states a *claim* and its *source* (paper
 section, table or figure, or a seed article), measures, and reports verdicts computed
 from the measured numbers (never written by hand): a claim can fail, and then the
-report says ``does not hold``.
+report says ``does not hold``.  Most read in that order, claim -> setup -> measurement ->
+verdict: ``CLAIM`` and ``SOURCE``, ``setup(config)`` (what is built, fixed before
+measuring), ``measure(config) -> numbers``, ``verdicts(numbers)`` (one rule each, from the
+statistics below), and apart from them ``report`` and ``plots``; :func:`demonstrate` runs
+those steps.
 
 Output, under ``config.out``:
 
