@@ -317,6 +317,11 @@ class Edge:
         self.creator, self.output_index = tensor.creator, tensor._output_index
         self.shape, self.dtype, self.name = tensor.shape, tensor.dtype, tensor.name
 
+    @property
+    def generation(self) -> int:
+        """The input tensor's generation (its creator's plus one), as on the tensor."""
+        return self.creator.generation + 1
+
     def tensor(self) -> Tensor | None:
         """The input tensor itself while something still holds it, else ``None``."""
         return self.creator.outputs[self.output_index]()
