@@ -90,6 +90,7 @@ def test_tiny_degradation_outputs(tiny_run):
         assert len(run["history"]) == recipe.epochs
         per_epoch = run["history"][0]["iterations"]
         assert len(run["steps"]["train_error"]) == recipe.epochs * per_epoch
+        assert f"({per_epoch} iterations per epoch)" in result.setup  # setup matched the run
     section = (out / "sections" / "degradation.md").read_text()
     assert "train mode" in section and "eval mode" in section
     assert "degradation" in (out / "report.md").read_text()
@@ -133,15 +134,44 @@ def test_verdicts_follow_the_numbers(tmp_path):
     errors = {"plain20": 0.30, "plain56": 0.20, "resnet20": 0.10, "resnet56": 0.15}
     runs = {(net, s): _fake_run(net, s, e, e, e + 0.02) for net, e in errors.items()
             for s in seeds}
-    result = DemoResult("degradation", "t", "c", "s", setup="")
-    degradation._report(result, config, recipe, seeds, runs)
+    numbers = degradation.numbers_from_runs(recipe, seeds, runs)
+    assert numbers["final"]["plain56"][1]["train_error"] == pytest.approx(0.20)
+    assert numbers["n_train"] == 4 * recipe.batch_size  # no train_size: per epoch x batch
+    verdicts = degradation.verdicts(numbers)
+    result = DemoResult("degradation", "t", "c", "s", setup="", verdicts=verdicts,
+                        numbers=numbers)
     assert not _verdict(result, "Degradation").holds
     assert not _verdict(result, "Not overfitting").holds
     assert not _verdict(result, "ResNet-56 trains at least as well").holds
     assert _verdict(result, "ResNet-56 trains better than plain-56").holds
+    degradation.report(result, numbers)
     comparison = result.numbers["comparisons"]["plain56_minus_plain20"]["train_error"]
     assert comparison["mean_difference"] == pytest.approx(-0.10)
     assert comparison["seeds_holding"] == 0
-    # the figure is drawn from the same runs
-    assert degradation._plot(config, runs, seeds, recipe) == "degradation_curves.png"
+    assert len(result.tables) == 2 and "seed" in result.notes
+    # the figure is drawn from the same numbers
+    assert degradation.plots(config, numbers) == ["degradation_curves.png"]
     assert (tmp_path / "degradation_curves.png").exists()
+
+
+@pytest.mark.parametrize("errors, expected", [
+    # plain20, plain56, resnet20, resnet56 (train, eval and test errors alike)
+    ((0.20, 0.60, 0.10, 0.10), [True, True, True, True]),
+    ((0.20, 0.21, 0.10, 0.10), [False, False, True, True]),  # within 2 SE: no degradation
+    ((0.20, 0.60, 0.10, 0.30), [True, True, False, True]),   # ResNet-56 20 points behind
+    ((0.20, 0.60, 0.60, 0.60), [True, True, True, False]),   # shortcuts fix nothing
+])
+def test_verdicts_on_given_numbers(errors, expected):
+    """One seed on 1,000 images: the rule is common.greater / at_most with the binomial
+    standard error (2 SE is about 3.6 points near 20%)."""
+    final = {net: [{"train_error": e, "train_error_eval": e, "test_error": e}]
+             for net, e in zip(degradation.NETS, errors, strict=True)}
+    numbers = {"final": final, "n_train": 1000}
+    assert [v.holds for v in degradation.verdicts(numbers)] == expected
+
+
+def test_setup_is_built_before_measuring():
+    setup = degradation.setup(DemoConfig(tiny=True, progress=False))
+    recipe = default_recipe(DemoConfig(tiny=True))
+    per_epoch = -(-recipe.train_size // recipe.batch_size)
+    assert f"{recipe.epochs} epochs of batch {recipe.batch_size} ({per_epoch} iterations" in setup

@@ -85,6 +85,29 @@ def test_verdicts_follow_the_numbers(demo):
         assert "standard error" in " ".join(v.evidence for v in result.verdicts)
 
 
+def _given(errors, gate_minus3=0.05, n=1000):
+    """Numbers as measure returns them: training errors for plain, resnet, 0, -1, -3."""
+    nets = {}
+    for kind, error in zip(("plain", "resnet", "0", "-1", "-3"), errors, strict=True):
+        nets[kind] = {"train_error": error, "train_loss": error, "parameters": 10}
+        if kind not in ("plain", "resnet"):
+            gate = gate_minus3 if kind == "-3" else 0.5
+            nets[kind].update(initial_gate=highway.sigmoid(float(kind)), mean_gate=gate,
+                              gate_per_block=[gate] * 9)
+    return {"nets": nets, "best_highway": highway.best_highway(nets), "n_train": n}
+
+
+@pytest.mark.parametrize("errors, gate, expected", [
+    ((0.50, 0.10, 0.20, 0.20, 0.20), 0.05, [True, True, True, True]),
+    ((0.50, 0.10, 0.20, 0.30, 0.20), 0.05, [False, True, True, True]),  # -1 10 points worse
+    ((0.21, 0.10, 0.20, 0.20, 0.20), 0.05, [True, False, True, True]),  # highway ~ plain
+    ((0.50, 0.30, 0.20, 0.20, 0.20), 0.60, [True, True, False, False]),  # ResNet behind
+])
+def test_verdicts_on_given_numbers(errors, gate, expected):
+    numbers = _given(errors, gate)
+    assert [v.holds for v in highway.verdicts(numbers)] == expected
+
+
 def test_files_written(demo):
     data = assert_demo_files(*demo)
     assert len(data["verdicts"]) == 4

@@ -18,7 +18,6 @@ import pytest
 from minires import data
 from minires.experiments import lesion, run_demo
 from minires.experiments.common import DemoConfig
-from minires.experiments.training import default_recipe
 from minires.models import get_model
 from minires.train import evaluate
 
@@ -59,16 +58,23 @@ def _fake_entry(baseline, errors, blocks=9):
     ([0.30] * 7, [0.80] * 7, [False, True, True]),   # ResNet +20 points: hurt
     ([0.11] * 7, [0.12] * 7, [True, False, False]),  # plain barely moves
 ])
-def test_lesion_verdicts_on_given_numbers(tmp_path, resnet_errors, plain_errors, expected):
-    config = DemoConfig(tiny=True, out=tmp_path, progress=False)
+def test_lesion_verdicts_on_given_numbers(resnet_errors, plain_errors, expected):
     results = {"resnet56": _fake_entry(0.10, resnet_errors),
                "plain56": _fake_entry(0.10, plain_errors),
                "resnet20": _fake_entry(0.10, resnet_errors),
                "plain20": _fake_entry(0.10, plain_errors)}
-    result = lesion.DemoResult("lesion", "t", "c", "s", setup="")
-    lesion._report(result, config, default_recipe(config), 200, results,
-                   {n: False for n in results})
-    assert [v.holds for v in result.verdicts] == expected
+    numbers = {"results": results, "test_images": 200}
+    assert [v.holds for v in lesion.verdicts(numbers)] == expected
+    result = lesion.DemoResult("lesion", "t", "c", "s", setup="", numbers=numbers)
+    lesion.report(result, numbers)  # the report reads the same numbers
+    assert result.numbers["excluded_blocks"] == ["layer2.0", "layer3.0"]
+    assert len(result.tables) == 2
+
+
+def test_lesion_setup_is_built_before_measuring():
+    setup = lesion.setup(DemoConfig(tiny=True, progress=False))
+    assert "25 of 27 in a 56-layer net, 7 of 9" in setup
+    assert "Excluded: layer2.0, layer3.0," in setup
 
 
 def test_toward_chance():

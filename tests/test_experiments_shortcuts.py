@@ -60,6 +60,24 @@ def test_verdicts_follow_the_numbers(demo):
         assert options[option]["curve"]["train_error"]
 
 
+def _given(test_errors, train_errors, n_test=1000, n_train=1000):
+    options = {o: {"parameters": 100 + 10 * i, "test_error": test_errors[i],
+                   "train_error": train_errors[i]} for i, o in enumerate("ABC")}
+    return {"options": options, "n_train": n_train, "n_test": n_test}
+
+
+@pytest.mark.parametrize("test_errors, train_errors, expected", [
+    ((0.20, 0.20, 0.20), (0.10, 0.10, 0.10), [True, True, True]),
+    ((0.30, 0.20, 0.20), (0.10, 0.10, 0.10), [False, True, False]),  # A 10 points behind
+    ((0.20, 0.20, 0.30), (0.10, 0.30, 0.10), [False, False, True]),  # C behind: A <= C
+    ((0.21, 0.20, 0.20), (0.10, 0.11, 0.10), [True, True, True]),    # within 2 SE
+])
+def test_verdicts_on_given_numbers(test_errors, train_errors, expected):
+    numbers = _given(test_errors, train_errors)
+    assert [v.holds for v in shortcuts.verdicts(numbers)] == expected
+    assert "+20" in shortcuts.verdicts(numbers)[2].evidence  # C's extra parameters
+
+
 def test_option_a_is_the_shared_resnet20(demo):
     """A is trained without keywords, so its cache entry is the default ResNet-20's."""
     options = demo[0].numbers["options"]

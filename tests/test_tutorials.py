@@ -216,7 +216,41 @@ def test_05_pooling_and_cnn(outputs):
     last = number(r"training loss fell from \S+ to " + FLOAT, stdout)
     assert last < 0.5 * first
     assert number(r"test error " + FLOAT, stdout) < 50  # chance is 90%
+    # 5.6: the student's kernels plugged in with minires.kernels.use() really ran ...
+    assert number(r"your kernels ran: my_im2col " + FLOAT, stdout) > 0
+    assert number(r"my_max_pool_backward " + FLOAT + r" times", stdout) > 0
+    # ... and gave the built-in kernels' losses (float64: rounding only)
+    assert number(r"largest relative difference of the losses: " + FLOAT, stdout) < 1e-10
+    assert ("✓ your im2col and max-pool backward train the CNN as the built-in kernels do "
+            "(8 steps, losses equal to rtol 1e-10)") in stdout
     check_figures(out, stdout)
+
+
+def _losses_by_step(stdout: str) -> list[tuple[float, float]]:
+    """Tutorial 05's table "step  built-in kernels  your kernels" as (built-in, yours)."""
+    rows = re.findall(r"^\s+\d+\s+" + FLOAT + r"\s+" + FLOAT + r"$", stdout, re.MULTILINE)
+    return [(float(a), float(b)) for a, b in rows]
+
+
+def test_05_a_wrong_student_kernel_fails_the_check(tmp_path):
+    """The mistake 5.6 suggests (i and j swapped in my_max_pool_backward) changes every
+    loss but the first (the forward pass is untouched) and the check cell fails."""
+    source = (TUTORIALS / tutorial("05")).read_text(encoding="utf-8")
+    right = "grad[b, ch, p * stride + i, q * stride + j] += grad_y[b, ch, p, q]"
+    assert source.count(right) == 1
+    wrong = tmp_path / "05_wrong_kernel.py"
+    wrong.write_text(source.replace(right, right.replace("+ i, q * stride + j",
+                                                         "+ j, q * stride + i")),
+                     encoding="utf-8")
+    result = subprocess.run([sys.executable, str(wrong)], cwd=tmp_path,
+                            env=_environment(tmp_path), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode != 0 and "AssertionError" in result.stderr, result.stderr[-2000:]
+    assert "✓ your im2col" not in result.stdout
+    rows = _losses_by_step(result.stdout)
+    assert len(rows) == 8
+    assert rows[0][0] == rows[0][1]
+    assert all(abs(mine / built_in - 1) > 1e-4 for built_in, mine in rows[1:])
 
 
 def test_06_degradation(outputs):

@@ -25,7 +25,9 @@
 # 1. pool a 4×4 example by hand and see where the gradients go,
 # 2. meet global average pooling, the head of every ResNet,
 # 3. assemble a small CNN, look at its `summary()`, and train it on the embedded MNIST
-#    subset for a few hundred steps with a plain training loop.
+#    subset for a few hundred steps with a plain training loop,
+# 4. plug your own `im2col` and max-pool backward into the layers and check that the CNN
+#    trains exactly as with the built-in kernels.
 
 # %% [markdown]
 # **Open the source.** `minires/kernels/pool.py`: `max_pool2d_forward` (it returns the
@@ -160,18 +162,23 @@ print(f"max_pool2d gradcheck passed: {check.passed}")
 # layer's output shape, parameters and multiply-adds.
 
 # %%
-model = nn.Sequential(
-    nn.Conv2d(1, 8, kernel_size=3, padding=1, bias=False),
-    nn.BatchNorm2d(8),
-    nn.ReLU(),
-    nn.MaxPool2d(2),
-    nn.Conv2d(8, 16, kernel_size=3, padding=1, bias=False),
-    nn.BatchNorm2d(16),
-    nn.ReLU(),
-    nn.MaxPool2d(2),
-    nn.Flatten(),
-    nn.Linear(16 * 7 * 7, 10),
-)
+def small_cnn():
+    """The CNN drawn above: a fresh one, with new random weights, on every call."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 7 * 7, 10),
+    )
+
+
+model = small_cnn()
 info = summary(model, (1, 28, 28))
 
 # %% [markdown]
@@ -250,6 +257,99 @@ for k in range(8):
 save(fig, "05_cnn_training.png")
 
 # %% [markdown]
+# ## 5.6 Your kernels inside the network
+#
+# Every layer above reaches its kernels through one seam, `minires/kernels/routing.py`:
+# the convolution calls `im2col`, the max pool's backward pass calls
+# `max_pool2d_backward`.  Inside
+# `with minires.kernels.use(im2col=mine, max_pool2d_backward=also_mine):` the layers call
+# *your* functions instead (with the signatures of the exercises in
+# `tutorials/exercises/`), and on leaving the `with` block the built-in ones come back.
+# Below are two simple kernels written straight from their formulas, loops and all; we
+# train a fresh copy of the CNN for a few steps twice, from the same seed on the same
+# batches, once with the built-in kernels and once with ours.  If ours are right, the two
+# runs give the same losses, step by step, up to rounding (we train in float64 here, so
+# rounding is ~1e-15: the fast built-in kernels add in a different order than ours).
+
+# %%
+calls = {"my_im2col": 0, "my_max_pool_backward": 0}  # only to show that the layers call them
+
+
+def my_im2col(x, kernel_h, kernel_w, stride, padding):
+    """cols[(n*OH + oh)*OW + ow, (i*KW + j)*C + c] = x_pad[n, c, oh*stride + i, ow*stride + j]"""
+    calls["my_im2col"] += 1
+    n, c, h, w = x.shape
+    oh = (h + 2 * padding - kernel_h) // stride + 1
+    ow = (w + 2 * padding - kernel_w) // stride + 1
+    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    cols = np.zeros((n, oh, ow, kernel_h, kernel_w, c), dtype=x.dtype)
+    for i in range(kernel_h):
+        for j in range(kernel_w):  # kernel pixel (i, j) of every window at once
+            patch = x_pad[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            cols[:, :, :, i, j, :] = patch.transpose(0, 2, 3, 1)  # (N, OH, OW, C)
+    return cols.reshape(n * oh * ow, kernel_h * kernel_w * c)
+
+
+def my_max_pool_backward(grad_y, x, kernel_size, stride, padding=0):
+    """grad_x: each output's gradient goes to its window's first maximum (overlaps add)."""
+    calls["my_max_pool_backward"] += 1
+    n, c, h, w = x.shape
+    k = kernel_size
+    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)),
+                   constant_values=-np.inf)
+    grad = np.zeros(x_pad.shape, dtype=grad_y.dtype)
+    for b in range(n):
+        for ch in range(c):
+            for p in range(grad_y.shape[2]):
+                for q in range(grad_y.shape[3]):
+                    window = x_pad[b, ch, p * stride:p * stride + k, q * stride:q * stride + k]
+                    i, j = divmod(int(np.argmax(window)), k)  # argmax: the first maximum
+                    grad[b, ch, p * stride + i, q * stride + j] += grad_y[b, ch, p, q]
+    return grad[:, :, padding:padding + h, padding:padding + w]
+
+
+def train_a_few_steps(steps=8, batch_size=32):
+    """The losses of `steps` SGD steps of a fresh small_cnn(), always from the same seed,
+    in float64: rounding then moves a loss by ~1e-15, and a real bug by far more."""
+    minires.manual_seed(1)
+    with minires.default_dtype(np.float64):
+        net = small_cnn()
+        sgd = optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+        step_losses = []
+        for k in range(steps):
+            rows = slice(k * batch_size, (k + 1) * batch_size)  # the same batches every time
+            images = minires.tensor(x_train[rows].astype(np.float64))
+            loss = F.cross_entropy(net(images), y_train[rows])
+            sgd.zero_grad()
+            loss.backward()
+            sgd.step()
+            step_losses.append(loss.item())
+    return np.array(step_losses)
+
+
+built_in = train_a_few_steps()
+with minires.kernels.use(im2col=my_im2col, max_pool2d_backward=my_max_pool_backward):
+    yours = train_a_few_steps()
+print("step  built-in kernels  your kernels")
+for k, (a, b) in enumerate(zip(built_in, yours, strict=True), start=1):
+    print(f"{k:4d}  {a:16.10f}  {b:12.10f}")
+print(f"your kernels ran: my_im2col {calls['my_im2col']} times, "
+      f"my_max_pool_backward {calls['my_max_pool_backward']} times")
+print(f"largest relative difference of the losses: {np.max(np.abs(yours / built_in - 1)):.1e}")
+
+# %%
+assert calls["my_im2col"] > 0 and calls["my_max_pool_backward"] > 0  # they really ran
+assert np.allclose(yours, built_in, rtol=1e-10, atol=0)  # float64 rounding, nothing more
+print(f"✓ your im2col and max-pool backward train the CNN as the built-in kernels do "
+      f"({len(yours)} steps, losses equal to rtol 1e-10)")
+
+# %% [markdown]
+# **Now break one on purpose** and run the two cells again: in `my_max_pool_backward`,
+# send the gradient to `(p * stride + j, q * stride + i)` (i and j swapped).  The losses
+# diverge and the check fails, but look at step 1 first: does the first loss change?
+# Why not?  (Once you have written the "Your turn" function at the end, plug *it* in.)
+
+# %% [markdown]
 # ## What you saw
 #
 # * Max pooling sends each window's gradient to its winner only; average pooling splits
@@ -258,6 +358,8 @@ save(fig, "05_cnn_training.png")
 # * A two-stage CNN (~10k parameters) learned to read digits within a few hundred steps;
 #   the training loss fell and the test error ended far below the 90% of guessing.
 # * Forward hooks let you look at any layer's output without changing the model.
+# * `minires.kernels.use(...)` runs your own kernels inside the real layers; the same
+#   training losses as the built-in kernels say they are right.
 #
 # **Next:** tutorial 6 makes this kind of network *much* deeper, and finds that deeper is
 # not automatically better.

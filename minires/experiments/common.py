@@ -4,7 +4,11 @@ A demonstration is a module in :mod:`minires.experiments` with ``NAME``, ``TITLE
 function ``run(config) -> DemoResult``.  It states a *claim* and its *source* (paper
 section, table or figure, or a seed article), measures, and reports verdicts computed
 from the measured numbers (never written by hand): a claim can fail, and then the
-report says ``does not hold``.
+report says ``does not hold``.  Most read in that order, claim -> setup -> measurement ->
+verdict: ``CLAIM`` and ``SOURCE``, ``setup(config)`` (what is built, fixed before
+measuring), ``measure(config) -> numbers``, ``verdicts(numbers)`` (one rule each, from the
+statistics below), and apart from them ``report`` and ``plots``; :func:`demonstrate` runs
+those steps.
 
 Output, under ``config.out``:
 
@@ -408,3 +412,24 @@ class Stopwatch:
 def seed_everything(seed: int) -> None:
     """Seed minires's generators (weights, shuffling, augmentation, dropout)."""
     backend.manual_seed(seed)
+
+
+def demonstrate(demo, config: DemoConfig) -> DemoResult:
+    """Run a demonstration module that reads claim -> setup -> measurement -> verdict.
+
+    ``demo`` has ``NAME``, ``TITLE``, ``CLAIM``, ``SOURCE`` and the functions
+    ``setup(config) -> str`` (what is built, fixed before measuring),
+    ``measure(config) -> numbers`` (a JSON-able dict), ``verdicts(numbers) -> [Verdict]``,
+    ``plots(config, numbers) -> [file names]`` and ``report(result, numbers)`` (tables,
+    notes and any summary numbers, added to ``result.numbers``).
+    """
+    result = DemoResult(demo.NAME, demo.TITLE, demo.CLAIM, demo.SOURCE,
+                        setup=demo.setup(config))
+    with Stopwatch() as watch:
+        numbers = demo.measure(config)
+        result.figures = list(demo.plots(config, numbers))
+    result.verdicts = list(demo.verdicts(numbers))
+    result.numbers = numbers
+    demo.report(result, numbers)
+    result.wall_time_s = watch.seconds
+    return result

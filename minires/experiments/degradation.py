@@ -31,6 +31,7 @@ The verdicts compare means over the seeds and say in how many seeds each compari
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 
 import numpy as np
@@ -39,8 +40,9 @@ from minires.experiments.common import (
     SE_MULTIPLE,
     DemoConfig,
     DemoResult,
-    Stopwatch,
+    Verdict,
     at_most,
+    demonstrate,
     error_rate_se,
     fmt,
     greater,
@@ -48,7 +50,7 @@ from minires.experiments.common import (
     pyplot,
     save_figure,
 )
-from minires.experiments.training import default_recipe, train_or_load
+from minires.experiments.training import default_recipe, make_loaders, train_or_load
 
 NAME = "degradation"
 TITLE = "Degradation: deeper plain nets train worse, deeper ResNets do not"
@@ -72,14 +74,16 @@ LABELS = {"plain20": "plain-20", "plain56": "plain-56", "resnet20": "ResNet-20",
           "resnet56": "ResNet-56"}
 DEPTHS = {"plain20": 20, "plain56": 56, "resnet20": 20, "resnet56": 56}
 COLOURS = {20: "C0", 56: "C3"}
+KEYS = ("train_error", "train_error_eval", "test_error")  # the errors compared
+
 
 def seeds_for(config: DemoConfig) -> list:
     """config.seed (tiny, full) or config.seed, +1, +2 (quick)."""
     return [config.seed + s for s in range(config.pick(tiny=1, quick=3, full=1))]
 
 
-def _final(run) -> dict:
-    last = run.history[-1]
+def _final(history) -> dict:
+    last = history[-1]
     return {"train_error": float(last["train_error"]),
             "train_loss": float(last["train_loss"]),
             "train_error_eval": float(last["train_error_eval"]),
@@ -110,32 +114,213 @@ def _steps_for_json(steps, limit: int = 5000):
         for key, values in steps.items()}
 
 
+# ---------------------------------------------------------------------------- setup
+
+
+def setup(config: DemoConfig) -> str:
+    """What is built and how it is trained, fixed before anything is measured."""
+    recipe = default_recipe(config)
+    seeds = seeds_for(config)
+    size = len(make_loaders(config, recipe, seeds[0])[0])  # iterations per epoch
+    return (
+        f"plain-20, plain-56, ResNet-20 and ResNet-56 (CIFAR layout of section 4.2, 6n+2 "
+        f"layers, option-A shortcuts; plain twins have the same layers and parameters), "
+        f"widths {'/'.join(map(str, recipe.widths))}, on {config.dataset.upper()} "
+        f"({recipe.train_size or 'all'} training images, test set of "
+        f"{recipe.test_size or 'all'}), "
+        f"{'augmented' if recipe.augment else 'no augmentation'}. One recipe for all: "
+        f"{recipe.epochs} epochs of batch {recipe.batch_size} ({size} iterations per "
+        f"epoch), SGD lr {recipe.lr} with {recipe.warmup_epochs} epoch(s) of linear "
+        f"warm-up from lr/10, momentum 0.9, weight decay 1e-4, lr / 10 at 50% and 75% of "
+        f"training. Seed(s) {', '.join(map(str, seeds))}: each fixes the initial weights "
+        f"and the data order, the same for all four nets; values are mean ± std "
+        f"(population) over the seeds. Training error *train mode* = mean error of the "
+        f"mini-batches as they were trained on during the last epoch (the paper's thin "
+        f"curves); *eval mode* = the whole training set after training, fixed weights, "
+        f"BatchNorm running statistics; test error in eval mode.")
+
+
+# ---------------------------------------------------------------------------- measurement
+
+
+def measure(config: DemoConfig) -> dict:
+    """Train (or load) the four nets for every seed; their final errors and histories."""
+    recipe = default_recipe(config)
+    seeds = seeds_for(config)
+    runs = {(net, seed): train_or_load(config, net, seed, label=f"{LABELS[net]} (degradation)")
+            for seed in seeds for net in NETS}
+    return {**numbers_from_runs(recipe, seeds, runs),
+            "mode": "tiny" if config.tiny else config.mode}
+
+
+def numbers_from_runs(recipe, seeds: list, runs: dict) -> dict:
+    """The numbers of {(net, seed): TrainedRun}: final errors per net and seed, parameters,
+    training seconds, and each run's history and per-step records."""
+    first = runs[(NETS[0], seeds[0])]
+    return {
+        "recipe": asdict(recipe), "seeds": list(seeds),
+        "parameters": {net: int(runs[(net, seeds[0])].model.num_parameters()) for net in NETS},
+        "n_train": int(recipe.train_size
+                       or first.history[0]["iterations"] * recipe.batch_size),
+        "final": {net: [_final(runs[(net, s)].history) for s in seeds] for net in NETS},
+        "training_seconds": {net: [runs[(net, s)].seconds for s in seeds] for net in NETS},
+        "runs": {f"{net}/seed{s}": {"key": runs[(net, s)].key,
+                                    "history": list(runs[(net, s)].history),
+                                    "steps": runs[(net, s)].steps}
+                 for net in NETS for s in seeds}}
+
+
+# ---------------------------------------------------------------------------- verdicts
+
+
+def values(numbers: dict, net: str, key: str) -> np.ndarray:
+    """``key`` of ``net``'s final record, one value per seed."""
+    return np.array([f[key] for f in numbers["final"][net]])
+
+
+def compare(numbers: dict, a: str, b: str, key: str, relation: str) -> dict:
+    """The verdict statistic (common.at_most / common.greater) of a's ``key`` against b's
+    over the seeds; with one seed the binomial SE of the two error rates on n_train."""
+    va, vb = values(numbers, a, key), values(numbers, b, key)
+    se = error_rate_se(va.mean(), vb.mean(), numbers["n_train"]) if len(va) == 1 else None
+    rule = at_most if relation == "<=" else greater
+    d = rule(LABELS[a], LABELS[b], va, vb, measurement_se=se)
+    diff = va - vb
+    return {"mean_difference": d.mean, "se": d.se, "per_seed": diff.tolist(),
+            "seeds_holding": int((diff > 0).sum()), "seeds": len(diff),
+            "holds": d.holds, "evidence": d.evidence(100, " points")}
+
+
+def comparisons(numbers: dict) -> dict:
+    """(i) plain-56 > plain-20, (ii) ResNet-56 <= ResNet-20, (iii) plain-56 > ResNet-56,
+    each on the three errors."""
+    return {"plain56_minus_plain20": {k: compare(numbers, "plain56", "plain20", k, ">")
+                                      for k in KEYS},
+            "resnet56_minus_resnet20": {k: compare(numbers, "resnet56", "resnet20", k, "<=")
+                                        for k in KEYS},
+            "plain56_minus_resnet56": {k: compare(numbers, "plain56", "resnet56", k, ">")
+                                       for k in KEYS}}
+
+
+def pct(numbers: dict, net: str, key: str) -> str:
+    v = 100 * values(numbers, net, key)
+    return f"{v.mean():.2f}%" + (f" ± {v.std():.2f}" if len(v) > 1 else "")
+
+
+def verdicts(numbers: dict) -> list:
+    """One verdict per claim, each on the rules of :mod:`minires.experiments.common`."""
+    c = comparisons(numbers)
+    deg, res, fix = (c["plain56_minus_plain20"], c["resnet56_minus_resnet20"],
+                     c["plain56_minus_resnet56"])
+
+    def p(net, key="train_error"):
+        return pct(numbers, net, key)
+
+    return [
+        Verdict("Degradation: plain-56 has a higher training error than plain-20 (train mode "
+                f"and eval mode; mean difference over seeds beyond {SE_MULTIPLE:g} standard "
+                "errors)",
+                deg["train_error"]["holds"] and deg["train_error_eval"]["holds"],
+                f"plain-56 {p('plain56')} vs plain-20 {p('plain20')}; train mode: "
+                f"{deg['train_error']['evidence']}; eval mode: "
+                f"{deg['train_error_eval']['evidence']}"),
+        Verdict("Not overfitting: plain-56's test error is higher too (its higher error "
+                f"starts on the training set; beyond {SE_MULTIPLE:g} standard errors)",
+                deg["test_error"]["holds"] and deg["train_error_eval"]["holds"],
+                f"test error plain-56 {p('plain56', 'test_error')} vs plain-20 "
+                f"{p('plain20', 'test_error')}: {deg['test_error']['evidence']}; overfitting "
+                f"would show a lower training error with a higher test error"),
+        Verdict("ResNet-56 trains at least as well as ResNet-20 (training error, train mode "
+                f"and eval mode: mean difference <= 0 or within {SE_MULTIPLE:g} standard "
+                "errors)",
+                res["train_error"]["holds"] and res["train_error_eval"]["holds"],
+                f"ResNet-56 {p('resnet56')} vs ResNet-20 {p('resnet20')}; train mode: "
+                f"{res['train_error']['evidence']}; eval mode: "
+                f"{res['train_error_eval']['evidence']}; test {p('resnet56', 'test_error')} "
+                f"vs {p('resnet20', 'test_error')}"),
+        Verdict("ResNet-56 trains better than plain-56 (training error, train mode and eval "
+                f"mode, beyond {SE_MULTIPLE:g} standard errors)",
+                fix["train_error"]["holds"] and fix["train_error_eval"]["holds"],
+                f"ResNet-56 {p('resnet56')} vs plain-56 {p('plain56')}; train mode: "
+                f"{fix['train_error']['evidence']}; eval mode: "
+                f"{fix['train_error_eval']['evidence']}; test {p('resnet56', 'test_error')} "
+                f"vs {p('plain56', 'test_error')}"),
+    ]
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def report(result: DemoResult, numbers: dict) -> None:
+    """The tables, the notes and the summary numbers, from the numbers."""
+    seeds, final, params = numbers["seeds"], numbers["final"], numbers["parameters"]
+
+    def plain_number(net, key):
+        v = values(numbers, net, key)
+        return mean_std(v) if len(v) > 1 else f"{v.mean():.4f}"
+
+    seconds = {net: float(np.mean(numbers["training_seconds"][net])) for net in NETS}
+    rows = [[LABELS[net], DEPTHS[net], params[net], pct(numbers, net, "train_error"),
+             pct(numbers, net, "train_error_eval"), pct(numbers, net, "test_error"),
+             plain_number(net, "train_loss"), seconds[net]] for net in NETS]
+    result.table(
+        f"Final errors (last epoch; mean ± std over {len(seeds)} seed(s))",
+        ["net", "layers", "parameters", "training error (train mode, last epoch)",
+         "training error (eval mode, end)", "test error (eval mode)",
+         "training loss (train mode)", "training time (s)"], rows)
+    if len(seeds) > 1:
+        result.table("Per seed: training error (train mode, last epoch) / test error",
+                     ["seed"] + [LABELS[n] for n in NETS],
+                     [[s] + [f"{100 * final[n][i]['train_error']:.2f}% / "
+                             f"{100 * final[n][i]['test_error']:.2f}%" for n in NETS]
+                      for i, s in enumerate(seeds)])
+    c = comparisons(numbers)
+    result.numbers.update({
+        "se_multiple": SE_MULTIPLE,
+        "mean": {net: {k: float(values(numbers, net, k).mean()) for k in final[net][0]}
+                 for net in NETS},
+        "comparisons": c})
+    for entry in result.numbers["runs"].values():  # the JSON keeps long runs short
+        entry["steps"] = _steps_for_json(entry["steps"])
+    result.notes = _notes(numbers.get("mode", "quick"), numbers["recipe"]["epochs"],
+                          c["plain56_minus_plain20"], c["resnet56_minus_resnet20"],
+                          c["plain56_minus_resnet56"], params)
+
+
+def run(config: DemoConfig) -> DemoResult:
+    """setup -> measure -> verdicts, then the report and the figure
+    (:func:`minires.experiments.common.demonstrate`)."""
+    return demonstrate(sys.modules[__name__], config)
+
+
 # ---------------------------------------------------------------------------- figure
 
 
-def _plot(config: DemoConfig, runs: dict, seeds: list, recipe) -> str:
+def plots(config: DemoConfig, numbers: dict) -> list:
     """Two panels (plain | ResNet): training error thin, test error bold, vs iteration."""
     plt = pyplot()
+    seeds, recipe, runs = numbers["seeds"], numbers["recipe"], numbers["runs"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-    first = runs[(NETS[0], seeds[0])]
-    per_epoch = int(first.history[0]["iterations"])
-    total = int(first.history[-1]["iterations"])
+    first = runs[f"{NETS[0]}/seed{seeds[0]}"]["history"]
+    per_epoch = int(first[0]["iterations"])
+    total = int(first[-1]["iterations"])
     window = max(1, per_epoch // 4)
     top = 0.0
     for ax, family in zip(axes, ("plain", "resnet"), strict=True):
         nets = [n for n in NETS if n.startswith(family)]
         for net in nets:
             colour = COLOURS[DEPTHS[net]]
-            group = [runs[(net, s)] for s in seeds]
-            iters = [r["iterations"] for r in group[0].history]
-            if all(r.steps for r in group):  # per iteration, smoothed
-                train = 100 * np.mean([_smooth(r.steps["train_error"], window)
+            group = [runs[f"{net}/seed{s}"] for s in seeds]
+            iters = [h["iterations"] for h in group[0]["history"]]
+            if all(r["steps"] for r in group):  # per iteration, smoothed
+                train = 100 * np.mean([_smooth(r["steps"]["train_error"], window)
                                        for r in group], 0)
                 ax.plot(np.arange(1, len(train) + 1), train, color=colour, lw=0.9)
             else:  # per epoch (a run cached without per-step records)
-                train = 100 * np.mean([r.history["train_error"] for r in group], 0)
+                train = 100 * np.mean([[h["train_error"] for h in r["history"]]
+                                       for r in group], 0)
                 ax.plot(iters, train, color=colour, lw=0.9)
-            test = 100 * np.mean([r.history["test_error"] for r in group], 0)
+            test = 100 * np.mean([[h["test_error"] for h in r["history"]] for r in group], 0)
             ax.plot(iters, test, color=colour, lw=2.8, marker="o", ms=4.5)
             top = max(top, float(test.max()), float(train.max()))
         for fraction in (0.5, 0.75):
@@ -155,156 +340,15 @@ def _plot(config: DemoConfig, runs: dict, seeds: list, recipe) -> str:
                plt.Line2D([], [], color="grey", ls=":", lw=0.8, label="lr / 10")]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     mean = f"mean of {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
-    fig.suptitle(f"Degradation on {config.dataset.upper()}: {recipe.epochs} epochs of batch "
-                 f"{recipe.batch_size}, widths {'/'.join(map(str, recipe.widths))} ({mean})",
+    fig.suptitle(f"Degradation on {config.dataset.upper()}: {recipe['epochs']} epochs of "
+                 f"batch {recipe['batch_size']}, widths "
+                 f"{'/'.join(map(str, recipe['widths']))} ({mean})",
                  fontsize=10)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    return save_figure(fig, config, f"{NAME}_curves.png")
+    return [save_figure(fig, config, f"{NAME}_curves.png")]
 
 
-# ---------------------------------------------------------------------------- run
-
-
-def run(config: DemoConfig) -> DemoResult:
-    recipe = default_recipe(config)
-    seeds = seeds_for(config)
-    result = DemoResult(NAME, TITLE, CLAIM, SOURCE, setup="")
-    runs = {}
-    with Stopwatch() as watch:
-        for seed in seeds:
-            for net in NETS:
-                runs[(net, seed)] = train_or_load(config, net, seed,
-                                                  label=f"{LABELS[net]} (degradation)")
-        result.figures = [_plot(config, runs, seeds, recipe)]
-    _report(result, config, recipe, seeds, runs)
-    result.wall_time_s = watch.seconds
-    return result
-
-
-def _report(result: DemoResult, config: DemoConfig, recipe, seeds: list, runs: dict):
-    final = {net: [_final(runs[(net, s)]) for s in seeds] for net in NETS}
-
-    def values(net, key):
-        return np.array([f[key] for f in final[net]])
-
-    def mean(net, key):
-        return float(values(net, key).mean())
-
-    def pct(net, key):
-        v = 100 * values(net, key)
-        return f"{v.mean():.2f}%" + (f" ± {v.std():.2f}" if len(v) > 1 else "")
-
-    def plain_number(net, key):
-        v = values(net, key)
-        return mean_std(v) if len(v) > 1 else f"{v.mean():.4f}"
-
-    params = {net: int(runs[(net, seeds[0])].model.num_parameters()) for net in NETS}
-    seconds = {net: float(np.mean([runs[(net, s)].seconds for s in seeds])) for net in NETS}
-    first = runs[(NETS[0], seeds[0])]
-    size = first.history[0]["iterations"]
-    train_images = recipe.train_size or "all"
-    result.setup = (
-        f"plain-20, plain-56, ResNet-20 and ResNet-56 (CIFAR layout of section 4.2, 6n+2 "
-        f"layers, option-A shortcuts; plain twins have the same layers and parameters), "
-        f"widths {'/'.join(map(str, recipe.widths))}, on {config.dataset.upper()} "
-        f"({train_images} training images, test set of {recipe.test_size or 'all'}), "
-        f"{'augmented' if recipe.augment else 'no augmentation'}. One recipe for all: "
-        f"{recipe.epochs} epochs of batch {recipe.batch_size} ({size} iterations per "
-        f"epoch), SGD lr {recipe.lr} with {recipe.warmup_epochs} epoch(s) of linear "
-        f"warm-up from lr/10, momentum 0.9, weight decay 1e-4, lr / 10 at 50% and 75% of "
-        f"training. Seed(s) {', '.join(map(str, seeds))}: each fixes the initial weights "
-        f"and the data order, the same for all four nets; values are mean ± std "
-        f"(population) over the seeds. Training error *train mode* = mean error of the "
-        f"mini-batches as they were trained on during the last epoch (the paper's thin "
-        f"curves); *eval mode* = the whole training set after training, fixed weights, "
-        f"BatchNorm running statistics; test error in eval mode.")
-
-    rows = [[LABELS[net], DEPTHS[net], params[net], pct(net, "train_error"),
-             pct(net, "train_error_eval"), pct(net, "test_error"),
-             plain_number(net, "train_loss"), seconds[net]] for net in NETS]
-    result.table(
-        f"Final errors (last epoch; mean ± std over {len(seeds)} seed(s))",
-        ["net", "layers", "parameters", "training error (train mode, last epoch)",
-         "training error (eval mode, end)", "test error (eval mode)",
-         "training loss (train mode)", "training time (s)"], rows)
-    if len(seeds) > 1:
-        result.table("Per seed: training error (train mode, last epoch) / test error",
-                     ["seed"] + [LABELS[n] for n in NETS],
-                     [[s] + [f"{100 * final[n][i]['train_error']:.2f}% / "
-                             f"{100 * final[n][i]['test_error']:.2f}%" for n in NETS]
-                      for i, s in enumerate(seeds)])
-
-    n_train = int(recipe.train_size or first.history[0]["iterations"] * recipe.batch_size)
-
-    def compare(a, b, key, relation):
-        """The verdict statistic (common.at_most / common.greater) of a's ``key`` against
-        b's over the seeds; with one seed the binomial SE of the two error rates."""
-        va, vb = values(a, key), values(b, key)
-        se = error_rate_se(va.mean(), vb.mean(), n_train) if len(va) == 1 else None
-        rule = at_most if relation == "<=" else greater
-        d = rule(LABELS[a], LABELS[b], va, vb, measurement_se=se)
-        diff = va - vb
-        return {"mean_difference": d.mean, "se": d.se, "per_seed": diff.tolist(),
-                "seeds_holding": int((diff > 0).sum()), "seeds": len(diff),
-                "holds": d.holds, "evidence": d.evidence(100, " points")}
-
-    keys = ("train_error", "train_error_eval", "test_error")
-    # (i) degradation: plain-56 > plain-20 in both measures of training error
-    deg = {k: compare("plain56", "plain20", k, ">") for k in keys}
-    result.check(
-        "Degradation: plain-56 has a higher training error than plain-20 (train mode and "
-        f"eval mode; mean difference over seeds beyond {SE_MULTIPLE:g} standard errors)",
-        deg["train_error"]["holds"] and deg["train_error_eval"]["holds"],
-        f"plain-56 {pct('plain56', 'train_error')} vs plain-20 "
-        f"{pct('plain20', 'train_error')}; train mode: {deg['train_error']['evidence']}; "
-        f"eval mode: {deg['train_error_eval']['evidence']}")
-    result.check(
-        "Not overfitting: plain-56's test error is higher too (its higher error starts on "
-        f"the training set; beyond {SE_MULTIPLE:g} standard errors)",
-        deg["test_error"]["holds"] and deg["train_error_eval"]["holds"],
-        f"test error plain-56 {pct('plain56', 'test_error')} vs plain-20 "
-        f"{pct('plain20', 'test_error')}: {deg['test_error']['evidence']}; overfitting "
-        f"would show a lower training error with a higher test error")
-
-    # (ii) ResNet-56 <= ResNet-20 on the training set
-    res = {k: compare("resnet56", "resnet20", k, "<=") for k in keys}
-    result.check(
-        "ResNet-56 trains at least as well as ResNet-20 (training error, train mode and "
-        f"eval mode: mean difference <= 0 or within {SE_MULTIPLE:g} standard errors)",
-        res["train_error"]["holds"] and res["train_error_eval"]["holds"],
-        f"ResNet-56 {pct('resnet56', 'train_error')} vs ResNet-20 "
-        f"{pct('resnet20', 'train_error')}; train mode: {res['train_error']['evidence']}; "
-        f"eval mode: {res['train_error_eval']['evidence']}; test "
-        f"{pct('resnet56', 'test_error')} vs {pct('resnet20', 'test_error')}")
-
-    # (iii) ResNet-56 much better than plain-56: plain-56 > ResNet-56
-    fix = {k: compare("plain56", "resnet56", k, ">") for k in keys}
-    result.check(
-        "ResNet-56 trains better than plain-56 (training error, train mode and eval mode, "
-        f"beyond {SE_MULTIPLE:g} standard errors)",
-        fix["train_error"]["holds"] and fix["train_error_eval"]["holds"],
-        f"ResNet-56 {pct('resnet56', 'train_error')} vs plain-56 "
-        f"{pct('plain56', 'train_error')}; train mode: {fix['train_error']['evidence']}; "
-        f"eval mode: {fix['train_error_eval']['evidence']}; test "
-        f"{pct('resnet56', 'test_error')} vs {pct('plain56', 'test_error')}")
-
-    result.numbers = {
-        "recipe": asdict(recipe), "seeds": seeds, "parameters": params,
-        "se_multiple": SE_MULTIPLE, "n_train": n_train,
-        "final": final,
-        "mean": {net: {k: mean(net, k) for k in final[net][0]} for net in NETS},
-        "comparisons": {"plain56_minus_plain20": deg, "resnet56_minus_resnet20": res,
-                        "plain56_minus_resnet56": fix},
-        "training_seconds": {net: [runs[(net, s)].seconds for s in seeds] for net in NETS},
-        "runs": {f"{net}/seed{s}": {"key": runs[(net, s)].key,
-                                    "history": list(runs[(net, s)].history),
-                                    "steps": _steps_for_json(runs[(net, s)].steps)}
-                 for net in NETS for s in seeds},
-    }
-    result.notes = _notes(config, recipe, deg, res, fix, params)
-
-
-def _notes(config, recipe, deg, res, fix, params) -> str:
+def _notes(mode, epochs, deg, res, fix, params) -> str:
     """A plain reading of the numbers (every number computed)."""
     same = params["plain56"] == params["resnet56"] and params["plain20"] == params["resnet20"]
     text = (
@@ -329,10 +373,10 @@ def _notes(config, recipe, deg, res, fix, params) -> str:
                f"the seeds disagree on the sign ({signs[0]} lower, {signs[1]} higher), so "
                f"at this size the comparison of the two ResNets is within seed-to-seed "
                f"noise, unlike the plain-56 vs plain-20 gap."))
-    if config.mode == "quick" or config.tiny:
+    if mode in ("quick", "tiny"):
         text += (
             f" The paper's comparison is at convergence (64k iterations on CIFAR-10); here "
-            f"the nets train for {recipe.epochs} short epochs, far from convergence, so the "
+            f"the nets train for {epochs} short epochs, far from convergence, so the "
             f"numbers compare how fast each net optimises. A deeper ResNet is not guaranteed "
             f"to be ahead that early: ResNet-56 vs ResNet-20 is the comparison to re-check "
             f"with --full.")

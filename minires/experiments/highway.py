@@ -36,14 +36,16 @@ a difference of two error rates on the n training images.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
 from minires.experiments.common import (
     DemoConfig,
     DemoResult,
-    Stopwatch,
+    Verdict,
     at_most,
+    demonstrate,
     error_rate_se,
     forward_eval,
     greater,
@@ -79,6 +81,8 @@ SOURCE = (
 
 GATE_BIASES = (0.0, -1.0, -3.0)
 CLOSED = 0.5  # transform gate "mostly shut" (the block mostly carries): mean T below this
+HIGHWAYS = tuple(f"{b:g}" for b in GATE_BIASES)  # the highway nets' keys
+NEGATIVES = tuple(k for k in HIGHWAYS if float(k) < 0)
 
 
 def sigmoid(x: float) -> float:
@@ -108,52 +112,19 @@ def label(kind: str) -> str:
     return {"plain": "plain-20", "resnet": "ResNet-20"}.get(kind, f"highway-20, b_T = {kind}")
 
 
-def run(config: DemoConfig) -> DemoResult:
-    """Train (or load) plain-20, ResNet-20 and highway-20 with three gate biases; compare."""
+def gate_image_count(config: DemoConfig) -> int:
+    return config.pick(100, 500, 1000)
+
+
+# ---------------------------------------------------------------------------- setup
+
+
+def setup(config: DemoConfig) -> str:
+    """What is built and how it is compared, fixed before anything is measured."""
     recipe = recipe_for(config)
-    result = DemoResult(NAME, TITLE, CLAIM, SOURCE, setup="")
-    gate_images = load_split(config, "test", config.pick(100, 500, 1000))[0]
-    with Stopwatch() as watch:
-        runs = {"plain": train_or_load(config, "plain20", config.seed, recipe,
-                                       label="plain-20"),
-                "resnet": train_or_load(config, "resnet20", config.seed, recipe,
-                                        label="ResNet-20")}
-        for bias in GATE_BIASES:
-            runs[f"{bias:g}"] = train_or_load(config, "highway20", config.seed, recipe,
-                                              label=f"highway-20 (gate bias {bias:g})",
-                                              gate_bias=bias)
-        stats = {}
-        for kind, run_ in runs.items():
-            history = run_.history
-            entry = {
-                "parameters": count_parameters(run_.model),
-                "macs": summary(run_.model, gate_images.shape[1:], print_fn=None).macs,
-                "train_loss": final(history, "train_loss_eval", "train_loss"),
-                "train_error": final(history, "train_error_eval", "train_error"),
-                "test_error": float(history[-1]["test_error"]),
-                "seconds_per_epoch": float(np.mean(history["epoch_time"])),
-                "trained_now": run_.seconds > 0, "cache_key": run_.key,
-                "test_error_per_epoch": history["test_error"],
-            }
-            x, y, unit = training_curve(run_, "train_loss")
-            entry["curve"] = {"x": x.tolist(), "train_loss": y.tolist(), "unit": unit}
-            if kind not in ("plain", "resnet"):
-                entry["gate_bias"] = float(kind)
-                entry["initial_gate"] = sigmoid(float(kind))
-                entry["gate_per_block"] = gate_means(run_.model, gate_images)
-                entry["mean_gate"] = float(np.mean(entry["gate_per_block"]))
-            stats[kind] = entry
-        result.figures = [_plot(config, stats)]
     n_train = len(load_split(config, "train", recipe.train_size)[1])
-    _report(result, config, recipe, stats, n_train, len(gate_images))
-    result.wall_time_s = watch.seconds
-    return result
-
-
-def _report(result: DemoResult, config: DemoConfig, recipe, stats: dict, n_train: int,
-            n_gate: int) -> None:
-    highways = [f"{b:g}" for b in GATE_BIASES]
-    result.setup = (
+    n_gate = len(load_split(config, "test", gate_image_count(config))[1])
+    return (
         f"Five 20-layer nets on {config.dataset} (widths "
         f"{'/'.join(map(str, recipe.widths))}, 9 blocks of two 3x3 convolutions, option-A "
         f"shape changes), seed {config.seed}, one recipe: {recipe.epochs} epochs of SGD "
@@ -166,6 +137,106 @@ def _report(result: DemoResult, config: DemoConfig, recipe, stats: dict, n_train
         f"images per block, eval mode, after training. 'At least as well': training error "
         f"lower, or higher by at most 2 standard errors of a difference of two error rates "
         f"on {n_train} images; 'better': lower by more than 2 standard errors.")
+
+
+# ---------------------------------------------------------------------------- measurement
+
+
+def measure(config: DemoConfig) -> dict:
+    """Train (or load) plain-20, ResNet-20 and highway-20 with three gate biases; per net
+    its size, final training loss/error, test error, curve and (highway) gates per block."""
+    recipe = recipe_for(config)
+    gate_images = load_split(config, "test", gate_image_count(config))[0]
+    runs = {"plain": train_or_load(config, "plain20", config.seed, recipe,
+                                   label="plain-20"),
+            "resnet": train_or_load(config, "resnet20", config.seed, recipe,
+                                    label="ResNet-20")}
+    for bias in GATE_BIASES:
+        runs[f"{bias:g}"] = train_or_load(config, "highway20", config.seed, recipe,
+                                          label=f"highway-20 (gate bias {bias:g})",
+                                          gate_bias=bias)
+    stats = {}
+    for kind, run_ in runs.items():
+        history = run_.history
+        entry = {
+            "parameters": count_parameters(run_.model),
+            "macs": summary(run_.model, gate_images.shape[1:], print_fn=None).macs,
+            "train_loss": final(history, "train_loss_eval", "train_loss"),
+            "train_error": final(history, "train_error_eval", "train_error"),
+            "test_error": float(history[-1]["test_error"]),
+            "seconds_per_epoch": float(np.mean(history["epoch_time"])),
+            "trained_now": run_.seconds > 0, "cache_key": run_.key,
+            "test_error_per_epoch": history["test_error"],
+        }
+        x, y, unit = training_curve(run_, "train_loss")
+        entry["curve"] = {"x": x.tolist(), "train_loss": y.tolist(), "unit": unit}
+        if kind not in ("plain", "resnet"):
+            entry["gate_bias"] = float(kind)
+            entry["initial_gate"] = sigmoid(float(kind))
+            entry["gate_per_block"] = gate_means(run_.model, gate_images)
+            entry["mean_gate"] = float(np.mean(entry["gate_per_block"]))
+        stats[kind] = entry
+    n_train = len(load_split(config, "train", recipe.train_size)[1])
+    return {"nets": stats, "best_highway": best_highway(stats), "n_train": n_train,
+            "recipe": dict(recipe.__dict__)}
+
+
+def best_highway(stats: dict) -> str:
+    """The highway net with the lowest final training error (ties: training loss)."""
+    return min(HIGHWAYS, key=lambda k: (stats[k]["train_error"], stats[k]["train_loss"]))
+
+
+# ---------------------------------------------------------------------------- verdicts
+
+
+def comparisons(numbers: dict) -> dict:
+    """The statistical comparisons the verdicts rest on, by name."""
+    stats, n, best = numbers["nets"], numbers["n_train"], numbers["best_highway"]
+    rules = {f"{k}<=0": at_least_as_well(stats[k], stats["0"], n, (label(k), label("0")))
+             for k in NEGATIVES}
+    rules["best>plain"] = better(stats[best], stats["plain"], n,
+                                 (label(best), label("plain")))
+    rules["resnet<=best"] = at_least_as_well(stats["resnet"], stats[best], n,
+                                             (label("resnet"), label(best)))
+    return rules
+
+
+def verdicts(numbers: dict) -> list:
+    """One verdict per claim, each on one rule of :mod:`minires.experiments.common`."""
+    stats, best, rules = numbers["nets"], numbers["best_highway"], comparisons(numbers)
+    low, lowest = stats[f"{min(GATE_BIASES):g}"], min(GATE_BIASES)
+
+    def ev(k):
+        return rules[k].evidence(100, " points")
+
+    return [
+        Verdict("A negative initial gate bias (-1 and -3) trains at least as well as 0 "
+                "(training error, <= 0 or within 2 standard errors)",
+                all(rules[f"{k}<=0"].holds for k in NEGATIVES),
+                "; ".join(ev(f"{k}<=0") for k in NEGATIVES)),
+        Verdict("Highway trains better than plain at the same depth (best gate bias, "
+                "training error lower by more than 2 standard errors)",
+                rules["best>plain"].holds, ev("best>plain")),
+        Verdict("The ResNet trains at least as well as the best highway net (training error)",
+                rules["resnet<=best"].holds,
+                f"{ev('resnet<=best')} ({stats['resnet']['parameters']:,} vs "
+                f"{stats[best]['parameters']:,} parameters)"),
+        Verdict(f"With b_T = {lowest:g} at the start the transform gates stay mostly shut "
+                f"after training (mean T < {CLOSED}: the blocks mostly carry their input)",
+                low["mean_gate"] < CLOSED,
+                f"mean T = {low['mean_gate']:.3f} (started at {low['initial_gate']:.3f}; per "
+                f"block {min(low['gate_per_block']):.3f}..{max(low['gate_per_block']):.3f}); "
+                f"b_T = 0: {stats['0']['mean_gate']:.3f} (started at 0.5)"),
+    ]
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def report(result: DemoResult, numbers: dict) -> None:
+    """The tables, the notes and the comparisons' numbers, from the numbers."""
+    stats = numbers["nets"]
+    result.numbers["comparisons"] = {k: d.as_dict() for k, d in comparisons(numbers).items()}
     rows = []
     for kind, s in stats.items():
         rows.append([label(kind), s["parameters"], s["macs"], s["train_loss"],
@@ -175,52 +246,14 @@ def _report(result: DemoResult, config: DemoConfig, recipe, stats: dict, n_train
                  "image; T = transform gate)",
                  ["net", "parameters", "MACs", "train loss", "train error", "test error",
                   "T at start", "mean T after training"], rows)
-    n_blocks = len(stats[highways[0]]["gate_per_block"])
+    n_blocks = len(stats[HIGHWAYS[0]]["gate_per_block"])
     result.table("Mean transform gate T per block after training (block 1 = input side)",
                  ["b_T at start"] + [f"block {i + 1}" for i in range(n_blocks)],
-                 [[float(k)] + stats[k]["gate_per_block"] for k in highways])
-
-    best = min(highways, key=lambda k: (stats[k]["train_error"], stats[k]["train_loss"]))
-    plain, resnet, zero = stats["plain"], stats["resnet"], stats["0"]
-    negatives = [k for k in highways if float(k) < 0]
-    rules = {f"{k}<=0": at_least_as_well(stats[k], zero, n_train, (label(k), label("0")))
-             for k in negatives}
-    rules["best>plain"] = better(stats[best], plain, n_train, (label(best), label("plain")))
-    rules["resnet<=best"] = at_least_as_well(resnet, stats[best], n_train,
-                                             (label("resnet"), label(best)))
-    result.numbers = {"nets": stats, "best_highway": best, "n_train": n_train,
-                      "comparisons": {k: d.as_dict() for k, d in rules.items()},
-                      "recipe": dict(recipe.__dict__)}
-
-    def ev(k):
-        return rules[k].evidence(100, " points")
-
-    result.check(
-        "A negative initial gate bias (-1 and -3) trains at least as well as 0 (training "
-        "error, <= 0 or within 2 standard errors)",
-        all(rules[f"{k}<=0"].holds for k in negatives),
-        "; ".join(ev(f"{k}<=0") for k in negatives))
-    result.check(
-        "Highway trains better than plain at the same depth (best gate bias, training error "
-        "lower by more than 2 standard errors)",
-        rules["best>plain"].holds, ev("best>plain"))
-    result.check(
-        "The ResNet trains at least as well as the best highway net (training error)",
-        rules["resnet<=best"].holds,
-        f"{ev('resnet<=best')} ({resnet['parameters']:,} vs {stats[best]['parameters']:,} "
-        f"parameters)")
-    lowest = min(GATE_BIASES)
-    low = stats[f"{lowest:g}"]
-    result.check(
-        f"With b_T = {lowest:g} at the start the transform gates stay mostly shut after "
-        f"training (mean T < {CLOSED}: the blocks mostly carry their input)",
-        low["mean_gate"] < CLOSED,
-        f"mean T = {low['mean_gate']:.3f} (started at {low['initial_gate']:.3f}; per block "
-        f"{min(low['gate_per_block']):.3f}..{max(low['gate_per_block']):.3f}); b_T = 0: "
-        f"{stats['0']['mean_gate']:.3f} (started at 0.5)")
-    moved = {k: stats[k]["mean_gate"] - stats[k]["initial_gate"] for k in highways}
-    gates = stats[highways[0]]["gate_per_block"]
-    closed = f"{lowest:g}"
+                 [[float(k)] + stats[k]["gate_per_block"] for k in HIGHWAYS])
+    resnet, zero = stats["resnet"], stats["0"]
+    moved = {k: stats[k]["mean_gate"] - stats[k]["initial_gate"] for k in HIGHWAYS}
+    gates = stats[HIGHWAYS[0]]["gate_per_block"]
+    closed = f"{min(GATE_BIASES):g}"
     result.notes = (
         "Gate movement during training (mean T after minus at the start): "
         + ", ".join(f"b_T = {k}: {v:+.3f}" for k, v in moved.items())
@@ -232,15 +265,25 @@ def _report(result: DemoResult, config: DemoConfig, recipe, stats: dict, n_train
         f"{stats[closed]['train_loss'] / zero['train_loss']:.1f}x that of b_T = 0. "
         f"Srivastava et al. used negative biases in much deeper nets trained for far "
         f"longer. The highway nets carry "
-        f"{stats[highways[0]]['parameters'] - resnet['parameters']:,} more parameters than "
+        f"{stats[HIGHWAYS[0]]['parameters'] - resnet['parameters']:,} more parameters than "
         f"the ResNet (the gate convolutions) and "
-        f"{stats[highways[0]]['macs'] / resnet['macs']:.2f}x its multiply-adds per image. "
+        f"{stats[HIGHWAYS[0]]['macs'] / resnet['macs']:.2f}x its multiply-adds per image. "
         f"At 20 layers a plain net still trains, so this depth tests the gate mechanism "
         f"more than the depth limit that highway networks were built to lift.")
 
 
-def _plot(config: DemoConfig, stats: dict) -> str:
+def run(config: DemoConfig) -> DemoResult:
+    """setup -> measure -> verdicts, then the report and the figure
+    (:func:`minires.experiments.common.demonstrate`)."""
+    return demonstrate(sys.modules[__name__], config)
+
+
+# ---------------------------------------------------------------------------- figure
+
+
+def plots(config: DemoConfig, numbers: dict) -> list:
     """Training loss per epoch for the five nets; mean gate per block for the highways."""
+    stats = numbers["nets"]
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     styles = {"plain": ("black", "--"), "resnet": ("C3", "-")}
@@ -265,4 +308,4 @@ def _plot(config: DemoConfig, stats: dict) -> str:
             title="after training (dotted: at the start)", ylim=(0, 1))
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    return save_figure(fig, config, f"{NAME}_gates.png")
+    return [save_figure(fig, config, f"{NAME}_gates.png")]

@@ -30,19 +30,27 @@ depth (with 3 blocks per stage there are far fewer paths than with 9).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from minires import data
 from minires.experiments.common import (
     DemoConfig,
     DemoResult,
-    Stopwatch,
+    Verdict,
+    demonstrate,
     fmt,
     progress,
     pyplot,
     save_figure,
 )
-from minires.experiments.training import default_recipe, load_split, train_or_load
+from minires.experiments.training import (
+    build_model,
+    default_recipe,
+    load_split,
+    train_or_load,
+)
 from minires.train import evaluate
 
 NAME = "lesion"
@@ -124,11 +132,156 @@ def summary(entry: dict) -> dict:
             "median_error": 100 * entry["baseline"] + float(np.median(inc))}
 
 
+def excluded_blocks(entry: dict) -> list:
+    """The blocks that change the shape (not deletable), in forward order."""
+    return [n for n, k in zip(entry["blocks"], entry["deletable"], strict=True) if not k]
+
+
+# ---------------------------------------------------------------------------- setup
+
+
+def setup(config: DemoConfig) -> str:
+    """What is built and measured, fixed before anything is measured."""
+    recipe = default_recipe(config)
+    n_test = len(load_split(config, "test", eval_size(config, recipe))[1])
+    # which blocks keep the shape is architecture, known before any training
+    deep, shallow = (build_model(config, name, recipe).blocks()
+                     for name in ("resnet56", "resnet20"))
+    keeps = [sum(bool(unit.keeps_shape) for _, unit in blocks) for blocks in (deep, shallow)]
+    excluded = [name for name, unit in deep if not unit.keeps_shape]
+    return (
+        f"ResNet-56, plain-56, ResNet-20 and plain-20 (widths "
+        f"{'/'.join(map(str, recipe.widths))}) as trained by the degradation "
+        f"demonstration's recipe ({recipe.epochs} epochs on {config.dataset.upper()}, seed "
+        f"{config.seed}; loaded from the shared cache, trained here if absent). Each block "
+        f"that keeps the shape ({keeps[0]} of {len(deep)} in a 56-layer net, {keeps[1]} of "
+        f"{len(shallow)} in a 20-layer one) is "
+        f"deleted in turn (replaced by the identity; no retraining, BatchNorm statistics as "
+        f"trained) and the test error is measured in eval mode on the first {n_test} test "
+        f"images (class-balanced). Excluded: {', '.join(excluded)}, the downsampling blocks "
+        f"(stride 2, channels doubled), which cannot be replaced by the identity (the shape "
+        f"changes). 'Toward chance' = (e - e0) / ({CHANCE:g}% - e0) for intact error e0 and "
+        f"error e after the deletion: 0 harmless, 1 chance.")
+
+
+# ---------------------------------------------------------------------------- measurement
+
+
+def measure(config: DemoConfig) -> dict:
+    """Train (or load) the four nets; the test error of each intact and without each
+    deletable block in turn."""
+    recipe = default_recipe(config)
+    x_test, y_test = load_split(config, "test", eval_size(config, recipe))
+    loader = data.DataLoader((x_test, y_test), 500)
+    results, trained_here = {}, {}
+    for net in NETS:
+        trained = train_or_load(config, net, config.seed, label=f"{LABELS[net]} (lesion)")
+        trained_here[net] = trained.seconds > 0
+        results[net] = lesion_errors(config, trained.model, loader, LABELS[net])
+        results[net]["parameters"] = int(trained.model.num_parameters())
+    return {"results": results, "trained_here": trained_here, "test_images": len(y_test)}
+
+
+# ---------------------------------------------------------------------------- verdicts
+
+
+def verdicts(numbers: dict) -> list:
+    """One verdict per claim: ResNet-56's median increase, each plain net's median
+    fraction of the way to chance."""
+    results = numbers["results"]
+    stats = {net: summary(entry) for net, entry in results.items()}
+    res = stats["resnet56"]
+    found = [Verdict(
+        f"Deleting one block barely hurts the ResNet-56 (median test-error increase over "
+        f"the {sum(results['resnet56']['deletable'])} deletable blocks < "
+        f"{RESNET_MEDIAN_MAX:g} points)",
+        res["median_increase"] < RESNET_MEDIAN_MAX,
+        f"median {res['median_increase']:+.2f} points (toward chance "
+        f"{res['median_toward_chance']:.2f}), mean {res['mean_increase']:+.2f}, worst "
+        f"{res['max_increase']:+.2f} (block {_worst(results['resnet56'])}); intact "
+        f"{res['intact']:.2f}%")]
+    for net in ("plain56", "plain20"):
+        st = stats[net]
+        found.append(Verdict(
+            f"Deleting one block breaks the {LABELS[net]} (median deletion at least "
+            f"{PLAIN_TOWARD_CHANCE:g} of the way from its intact error to chance)",
+            bool(st["median_toward_chance"] >= PLAIN_TOWARD_CHANCE),
+            f"intact {st['intact']:.2f}%, median after a deletion {st['median_error']:.2f}% "
+            f"({st['median_increase']:+.2f} points, toward chance "
+            f"{st['median_toward_chance']:.2f}; least {st['min_increase']:+.2f} points); "
+            f"ResNet-56's median toward chance {res['median_toward_chance']:.2f}"))
+    return found
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def report(result: DemoResult, numbers: dict) -> None:
+    """The tables, the notes and the summary numbers, from the numbers."""
+    results, n_test = numbers["results"], numbers["test_images"]
+    first = results["resnet56"]
+    excluded = excluded_blocks(first)
+    stats = {net: summary(entry) for net, entry in results.items()}
+    result.table(
+        "Test error (%) after deleting one block: increases in points over the deletable "
+        "blocks",
+        ["net", "deletable blocks", "intact error", "median increase", "mean increase",
+         "min increase", "max increase", "median error after deletion",
+         "median toward chance"],
+        [[LABELS[n], sum(results[n]["deletable"])]
+         + [f"{stats[n][k]:.1f}" if k in ("intact", "median_error") else f"{stats[n][k]:+.1f}"
+            for k in ("intact", "median_increase", "mean_increase", "min_increase",
+                      "max_increase", "median_error")]
+         + [f"{stats[n]['median_toward_chance']:.2f}"] for n in NETS])
+    result.table("Per block of the 56-layer nets: test error (%) with that block deleted",
+                 ["block", "ResNet-56", "plain-56"],
+                 [[name] + ["not deletable (downsampling)" if results[n]["errors"][i] is None
+                            else f"{100 * results[n]['errors'][i]:.1f}"
+                            for n in ("resnet56", "plain56")]
+                  for i, name in enumerate(first["blocks"])])
+    result.numbers.update({
+        "summary": stats, "excluded_blocks": excluded,
+        "thresholds": {"resnet_median_max_points": RESNET_MEDIAN_MAX,
+                       "plain_toward_chance": PLAIN_TOWARD_CHANCE, "chance": CHANCE},
+        "increase_points": {n: _increases(results[n]).tolist() for n in NETS},
+        "toward_chance": {n: toward_chance(results[n]).tolist() for n in NETS},
+    })
+    res, pla, p20, r20 = (stats[n] for n in ("resnet56", "plain56", "plain20", "resnet20"))
+    origin = ", ".join(f"{LABELS[n]} {'trained here' if t else 'from the cache'}"
+                       for n, t in numbers.get("trained_here", {}).items())
+    result.notes = (
+        f"Reading the numbers. Deleting a block leaves the ResNet's shortcut in place: "
+        f"x + F(x) becomes x, and the net loses only the paths through that block; "
+        f"ResNet-56's error moves by a median {res['median_increase']:+.2f} points "
+        f"({res['median_toward_chance']:.2f} of the way to chance). A plain net has no other "
+        f"path: the block after the deleted one receives features it was never trained on. "
+        f"plain-20 goes from {p20['intact']:.1f}% to a median {p20['median_error']:.1f}% "
+        f"({p20['median_toward_chance']:.2f} of the way to chance), plain-56 from "
+        f"{pla['intact']:.1f}% to {pla['median_error']:.1f}% "
+        f"({pla['median_toward_chance']:.2f}); plain-56 starts high because it is the "
+        f"degraded net of the degradation demonstration. ResNet-20 has 3 blocks per stage "
+        f"instead of 9, so far fewer paths, and the ensemble view predicts that it suffers "
+        f"more from a deletion: it is hurt "
+        f"{'more' if r20['median_toward_chance'] > res['median_toward_chance'] else 'less'} "
+        f"than ResNet-56 (median {r20['median_increase']:+.2f} points, "
+        f"{r20['median_toward_chance']:.2f} toward chance). The downsampling blocks "
+        f"({', '.join(excluded)}) are left out: replacing them by the identity would change "
+        f"the tensor's shape. {fmt(n_test)} test images: one image is "
+        f"{100 / n_test:.2g} points." + (f" Nets: {origin}." if origin else ""))
+
+
+def run(config: DemoConfig) -> DemoResult:
+    """setup -> measure -> verdicts, then the report and the figure
+    (:func:`minires.experiments.common.demonstrate`)."""
+    return demonstrate(sys.modules[__name__], config)
+
+
 # ---------------------------------------------------------------------------- figure
 
 
-def _plot(config: DemoConfig, results: dict) -> str:
+def plots(config: DemoConfig, numbers: dict) -> list:
     """Test error vs deleted block: 56-layer nets (left), 20-layer nets (right)."""
+    results = numbers["results"]
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2),
                              gridspec_kw={"width_ratios": [2.6, 1]}, sharey=True)
@@ -159,116 +312,7 @@ def _plot(config: DemoConfig, results: dict) -> str:
     axes[0].set_ylabel("test error, eval mode (%)")
     fig.suptitle("Test error after deleting one block (no retraining)", fontsize=10, y=1.0)
     fig.tight_layout()
-    return save_figure(fig, config, f"{NAME}_errors.png")
-
-
-# ---------------------------------------------------------------------------- run
-
-
-def run(config: DemoConfig) -> DemoResult:
-    recipe = default_recipe(config)
-    size = eval_size(config, recipe)
-    result = DemoResult(NAME, TITLE, CLAIM, SOURCE, setup="")
-    with Stopwatch() as watch:
-        x_test, y_test = load_split(config, "test", size)
-        loader = data.DataLoader((x_test, y_test), 500)
-        results, trained_here = {}, {}
-        for net in NETS:
-            trained = train_or_load(config, net, config.seed, label=f"{LABELS[net]} (lesion)")
-            trained_here[net] = trained.seconds > 0
-            results[net] = lesion_errors(config, trained.model, loader, LABELS[net])
-            results[net]["parameters"] = int(trained.model.num_parameters())
-        result.figures = [_plot(config, results)]
-    _report(result, config, recipe, len(y_test), results, trained_here)
-    result.wall_time_s = watch.seconds
-    return result
-
-
-def _report(result, config, recipe, n_test, results, trained_here):
-    first = results["resnet56"]
-    excluded = [n for n, k in zip(first["blocks"], first["deletable"], strict=True) if not k]
-    n_deletable = sum(first["deletable"])
-    result.setup = (
-        f"ResNet-56, plain-56, ResNet-20 and plain-20 (widths "
-        f"{'/'.join(map(str, recipe.widths))}) as trained by the degradation "
-        f"demonstration's recipe ({recipe.epochs} epochs on {config.dataset.upper()}, seed "
-        f"{config.seed}; "
-        + ", ".join(f"{LABELS[n]} {'trained here' if t else 'from the cache'}"
-                    for n, t in trained_here.items())
-        + f"). Each block that keeps the shape ({n_deletable} of 27 in a 56-layer net, 7 of 9 "
-        f"in a 20-layer one) is deleted in turn (replaced by the identity; no retraining, "
-        f"BatchNorm statistics as trained) and the test error is measured in eval mode on "
-        f"the first {n_test} test images (class-balanced). Excluded: {', '.join(excluded)}, "
-        f"the downsampling blocks (stride 2, channels doubled), which cannot be replaced by "
-        f"the identity (the shape changes). 'Toward chance' = (e - e0) / ({CHANCE:g}% - e0) "
-        f"for intact error e0 and error e after the deletion: 0 harmless, 1 chance.")
-
-    stats = {net: summary(entry) for net, entry in results.items()}
-    result.table(
-        "Test error (%) after deleting one block: increases in points over the deletable "
-        "blocks",
-        ["net", "deletable blocks", "intact error", "median increase", "mean increase",
-         "min increase", "max increase", "median error after deletion",
-         "median toward chance"],
-        [[LABELS[n], sum(results[n]["deletable"])]
-         + [f"{stats[n][k]:.1f}" if k in ("intact", "median_error") else f"{stats[n][k]:+.1f}"
-            for k in ("intact", "median_increase", "mean_increase", "min_increase",
-                      "max_increase", "median_error")]
-         + [f"{stats[n]['median_toward_chance']:.2f}"] for n in NETS])
-    result.table("Per block of the 56-layer nets: test error (%) with that block deleted",
-                 ["block", "ResNet-56", "plain-56"],
-                 [[name] + ["not deletable (downsampling)" if results[n]["errors"][i] is None
-                            else f"{100 * results[n]['errors'][i]:.1f}"
-                            for n in ("resnet56", "plain56")]
-                  for i, name in enumerate(first["blocks"])])
-
-    res = stats["resnet56"]
-    result.check(
-        f"Deleting one block barely hurts the ResNet-56 (median test-error increase over "
-        f"the {n_deletable} deletable blocks < {RESNET_MEDIAN_MAX:g} points)",
-        res["median_increase"] < RESNET_MEDIAN_MAX,
-        f"median {res['median_increase']:+.2f} points (toward chance "
-        f"{res['median_toward_chance']:.2f}), mean {res['mean_increase']:+.2f}, worst "
-        f"{res['max_increase']:+.2f} (block {_worst(results['resnet56'])}); intact "
-        f"{res['intact']:.2f}%")
-    for net in ("plain56", "plain20"):
-        st = stats[net]
-        result.check(
-            f"Deleting one block breaks the {LABELS[net]} (median deletion at least "
-            f"{PLAIN_TOWARD_CHANCE:g} of the way from its intact error to chance)",
-            bool(st["median_toward_chance"] >= PLAIN_TOWARD_CHANCE),
-            f"intact {st['intact']:.2f}%, median after a deletion {st['median_error']:.2f}% "
-            f"({st['median_increase']:+.2f} points, toward chance "
-            f"{st['median_toward_chance']:.2f}; least {st['min_increase']:+.2f} points); "
-            f"ResNet-56's median toward chance {res['median_toward_chance']:.2f}")
-    result.numbers = {
-        "results": results, "summary": stats, "test_images": n_test,
-        "excluded_blocks": excluded,
-        "thresholds": {"resnet_median_max_points": RESNET_MEDIAN_MAX,
-                       "plain_toward_chance": PLAIN_TOWARD_CHANCE, "chance": CHANCE},
-        "increase_points": {n: _increases(results[n]).tolist() for n in NETS},
-        "toward_chance": {n: toward_chance(results[n]).tolist() for n in NETS},
-    }
-    pla, p20, r20 = stats["plain56"], stats["plain20"], stats["resnet20"]
-    result.notes = (
-        f"Reading the numbers. Deleting a block leaves the ResNet's shortcut in place: "
-        f"x + F(x) becomes x, and the net loses only the paths through that block; "
-        f"ResNet-56's error moves by a median {res['median_increase']:+.2f} points "
-        f"({res['median_toward_chance']:.2f} of the way to chance). A plain net has no other "
-        f"path: the block after the deleted one receives features it was never trained on. "
-        f"plain-20 goes from {p20['intact']:.1f}% to a median {p20['median_error']:.1f}% "
-        f"({p20['median_toward_chance']:.2f} of the way to chance), plain-56 from "
-        f"{pla['intact']:.1f}% to {pla['median_error']:.1f}% "
-        f"({pla['median_toward_chance']:.2f}); plain-56 starts high because it is the "
-        f"degraded net of the degradation demonstration. ResNet-20 has 3 blocks per stage "
-        f"instead of 9, so far fewer paths, and the ensemble view predicts that it suffers "
-        f"more from a deletion: it is hurt "
-        f"{'more' if r20['median_toward_chance'] > res['median_toward_chance'] else 'less'} "
-        f"than ResNet-56 (median {r20['median_increase']:+.2f} points, "
-        f"{r20['median_toward_chance']:.2f} toward chance). The downsampling blocks "
-        f"({', '.join(excluded)}) are left out: replacing them by the identity would change "
-        f"the tensor's shape. {fmt(n_test)} test images: one image is "
-        f"{100 / n_test:.2g} points.")
+    return [save_figure(fig, config, f"{NAME}_errors.png")]
 
 
 def _worst(entry: dict) -> str:

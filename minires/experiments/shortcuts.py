@@ -32,14 +32,17 @@ finite set alone produces.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from minires.experiments.common import (
     SE_MULTIPLE,
     DemoConfig,
     DemoResult,
-    Stopwatch,
+    Verdict,
     at_most,
+    demonstrate,
     error_rate_se,
     fmt,
     pyplot,
@@ -96,41 +99,20 @@ def train_option(config: DemoConfig, option: str, recipe):
                          label=f"ResNet-20 (option {option})", shortcut=option)
 
 
-def run(config: DemoConfig) -> DemoResult:
-    """Train (or load) ResNet-20 with shortcut options A, B, C and compare them."""
+def image_counts(config: DemoConfig, recipe) -> tuple:
+    """(training images, test images) of the recipe on ``config.dataset``."""
+    return (len(load_split(config, "train", recipe.train_size)[1]),
+            len(load_split(config, "test", recipe.test_size)[1]))
+
+
+# ---------------------------------------------------------------------------- setup
+
+
+def setup(config: DemoConfig) -> str:
+    """What is built and how it is compared, fixed before anything is measured."""
     recipe = recipe_for(config)
-    result = DemoResult(NAME, TITLE, CLAIM, SOURCE, setup="")
-    with Stopwatch() as watch:
-        runs = {option: train_option(config, option, recipe) for option in OPTIONS}
-        x_train = load_split(config, "train", recipe.train_size)[0]
-        n_train = len(x_train)
-        n_test = len(load_split(config, "test", recipe.test_size)[1])
-        stats = {}
-        for option, run_ in runs.items():
-            history = run_.history
-            stats[option] = {
-                "parameters": count_parameters(run_.model),
-                "macs": summary(run_.model, x_train.shape[1:], print_fn=None).macs,
-                "train_error": final(history, "train_error_eval", "train_error"),
-                "train_loss": final(history, "train_loss_eval", "train_loss"),
-                "test_error": float(history[-1]["test_error"]),
-                "test_loss": float(history[-1]["test_loss"]),
-                "seconds_per_epoch": float(np.mean(history["epoch_time"])),
-                "trained_now": run_.seconds > 0, "cache_key": run_.key,
-                "test_error_per_epoch": history["test_error"],
-            }
-            x, y, unit = training_curve(run_, "train_error")
-            stats[option]["curve"] = {"x": x.tolist(), "train_error": y.tolist(), "unit": unit}
-        result.figures = [_plot(config, stats)]
-    _report(result, config, recipe, stats, n_train, n_test)
-    result.wall_time_s = watch.seconds
-    return result
-
-
-def _report(result: DemoResult, config: DemoConfig, recipe, stats: dict, n_train: int,
-            n_test: int) -> None:
-    a_params = stats["A"]["parameters"]
-    result.setup = (
+    n_train, n_test = image_counts(config, recipe)
+    return (
         f"ResNet-20 ({config.dataset}, widths {'/'.join(map(str, recipe.widths))}) with "
         f"shortcut options A, B and C, the same seed ({config.seed}) and recipe: "
         f"{recipe.epochs} epochs of SGD (batch {recipe.batch_size}, lr {recipe.lr} with "
@@ -139,6 +121,108 @@ def _report(result: DemoResult, config: DemoConfig, recipe, stats: dict, n_train
         f"images. Training error and loss: an eval-mode pass over the whole training set "
         f"after the last epoch. 'Close': worst minus best within twice the standard error "
         f"of a difference of two error rates, sqrt(2p(1-p)/n) (one seed).")
+
+
+# ---------------------------------------------------------------------------- measurement
+
+
+def measure(config: DemoConfig) -> dict:
+    """Train (or load) ResNet-20 with shortcut options A, B, C; per option its parameters,
+    MACs, final training/test error and loss, seconds per epoch and training curve."""
+    recipe = recipe_for(config)
+    runs = {option: train_option(config, option, recipe) for option in OPTIONS}
+    x_train = load_split(config, "train", recipe.train_size)[0]
+    n_train, n_test = image_counts(config, recipe)
+    stats = {}
+    for option, run_ in runs.items():
+        history = run_.history
+        stats[option] = {
+            "parameters": count_parameters(run_.model),
+            "macs": summary(run_.model, x_train.shape[1:], print_fn=None).macs,
+            "train_error": final(history, "train_error_eval", "train_error"),
+            "train_loss": final(history, "train_loss_eval", "train_loss"),
+            "test_error": float(history[-1]["test_error"]),
+            "test_loss": float(history[-1]["test_loss"]),
+            "seconds_per_epoch": float(np.mean(history["epoch_time"])),
+            "trained_now": run_.seconds > 0, "cache_key": run_.key,
+            "test_error_per_epoch": history["test_error"],
+        }
+        x, y, unit = training_curve(run_, "train_error")
+        stats[option]["curve"] = {"x": x.tolist(), "train_error": y.tolist(), "unit": unit}
+    return {"options": stats, "n_train": n_train, "n_test": n_test,
+            "recipe": dict(recipe.__dict__)}
+
+
+# ---------------------------------------------------------------------------- verdicts
+
+
+def comparisons(numbers: dict) -> dict:
+    """The three statistical comparisons the verdicts rest on (common.at_most, one seed:
+    the binomial SE of a difference of two error rates)."""
+    options, n_test = numbers["options"], numbers["n_test"]
+    test = {o: options[o]["test_error"] for o in OPTIONS}
+    train = {o: options[o]["train_error"] for o in OPTIONS}
+    a, c = test["A"], test["C"]
+    return {"test": close(test, n_test), "train": close(train, numbers["n_train"]),
+            "a_vs_c": at_most("A", "C", [a], [c], measurement_se=error_rate_se(a, c, n_test))}
+
+
+def _pct(options: dict, column: str) -> str:
+    return ", ".join(f"{o} {100 * options[o][column]:.2f}%" for o in OPTIONS)
+
+
+def verdicts(numbers: dict) -> list:
+    """One verdict per claim, each on one rule of :mod:`minires.experiments.common`."""
+    options, rule = numbers["options"], comparisons(numbers)
+    extra_b, extra_c = _extra_parameters(options)
+    a_params = options["A"]["parameters"]
+    return [
+        Verdict("Options A, B and C reach test errors within 2 standard errors of each other",
+                rule["test"].holds, f"{_pct(options, 'test_error')}; worst - best: "
+                f"{rule['test'].evidence(100, ' points')}"),
+        Verdict("Options A, B and C reach training errors within 2 standard errors of each "
+                "other",
+                rule["train"].holds, f"{_pct(options, 'train_error')}; worst - best: "
+                f"{rule['train'].evidence(100, ' points')}"),
+        Verdict("The projections of option C buy little: A's test error <= C's (or within 2 "
+                "standard errors)",
+                rule["a_vs_c"].holds,
+                f"C has {extra_c:,} more parameters than A (+{100 * extra_c / a_params:.1f}%), "
+                f"B +{extra_b:,} (+{100 * extra_b / a_params:.1f}%); "
+                f"{rule['a_vs_c'].evidence(100, ' points')}"),
+    ]
+
+
+def _extra_parameters(options: dict) -> tuple:
+    a = options["A"]["parameters"]
+    return options["B"]["parameters"] - a, options["C"]["parameters"] - a
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def derived(numbers: dict) -> dict:
+    """The summary numbers written beside the measurements (tolerances, spreads)."""
+    rule = comparisons(numbers)
+    test = {o: numbers["options"][o]["test_error"] for o in OPTIONS}
+    extra_b, extra_c = _extra_parameters(numbers["options"])
+    return {
+        "tolerance_train": SE_MULTIPLE * rule["train"].se,
+        "tolerance_test": SE_MULTIPLE * rule["test"].se,
+        "spread_train_error": rule["train"].mean, "spread_test_error": rule["test"].mean,
+        "test_gain_c_over_a": test["A"] - test["C"],
+        "tolerance_c_over_a": SE_MULTIPLE * rule["a_vs_c"].se,
+        "comparisons": {k: d.as_dict() for k, d in rule.items()},
+        "extra_parameters_b": extra_b, "extra_parameters_c": extra_c,
+        "paper_top1": PAPER_TOP1}
+
+
+def report(result: DemoResult, numbers: dict) -> None:
+    """The table, the notes and the summary numbers, from the numbers."""
+    stats, n_test = numbers["options"], numbers["n_test"]
+    summary_ = derived(numbers)
+    result.numbers.update(summary_)
+    a_params = stats["A"]["parameters"]
     rows = []
     for option in OPTIONS:
         s = stats[option]
@@ -150,65 +234,35 @@ def _report(result: DemoResult, config: DemoConfig, recipe, stats: dict, n_train
                  "multiply-adds per image)",
                  ["option", "shortcut", "parameters", "vs A", "MACs", "train error",
                   "train loss", "test error", "paper top-1 (ResNet-34, ImageNet)"], rows)
-
-    train_errors = {o: stats[o]["train_error"] for o in OPTIONS}
-    test_errors = {o: stats[o]["test_error"] for o in OPTIONS}
-    close_train, close_test = close(train_errors, n_train), close(test_errors, n_test)
-    a_vs_c = at_most("A", "C", [test_errors["A"]], [test_errors["C"]],
-                     measurement_se=error_rate_se(test_errors["A"], test_errors["C"], n_test))
-    spread_test = close_test.mean
-    gain_c = test_errors["A"] - test_errors["C"]
-    tol_test = SE_MULTIPLE * close_test.se
-    extra_c = stats["C"]["parameters"] - a_params
-    extra_b = stats["B"]["parameters"] - a_params
-    result.numbers = {
-        "options": stats, "n_train": n_train, "n_test": n_test,
-        "tolerance_train": SE_MULTIPLE * close_train.se, "tolerance_test": tol_test,
-        "spread_train_error": close_train.mean, "spread_test_error": spread_test,
-        "test_gain_c_over_a": gain_c, "tolerance_c_over_a": SE_MULTIPLE * a_vs_c.se,
-        "comparisons": {"test": close_test.as_dict(), "train": close_train.as_dict(),
-                        "a_vs_c": a_vs_c.as_dict()},
-        "extra_parameters_b": extra_b,
-        "extra_parameters_c": extra_c, "paper_top1": PAPER_TOP1,
-        "recipe": dict(recipe.__dict__),
-    }
-
-    def pct(values):
-        return ", ".join(f"{o} {100 * v:.2f}%" for o, v in values.items())
-
-    result.check(
-        "Options A, B and C reach test errors within 2 standard errors of each other",
-        close_test.holds, f"{pct(test_errors)}; worst - best: "
-        f"{close_test.evidence(100, ' points')}")
-    result.check(
-        "Options A, B and C reach training errors within 2 standard errors of each other",
-        close_train.holds, f"{pct(train_errors)}; worst - best: "
-        f"{close_train.evidence(100, ' points')}")
-    result.check(
-        "The projections of option C buy little: A's test error <= C's (or within 2 "
-        "standard errors)",
-        a_vs_c.holds,
-        f"C has {extra_c:,} more parameters than A (+{100 * extra_c / a_params:.1f}%), "
-        f"B +{extra_b:,} (+{100 * extra_b / a_params:.1f}%); "
-        f"{a_vs_c.evidence(100, ' points')}")
     order = sorted(OPTIONS, key=lambda o: stats[o]["test_error"])
     first, worst = order[0], order[-1]
     behind = 100 * (stats[worst]["test_error"] - stats[first]["test_error"])
     reading = ("the projections did not help here" if worst != "A"
                else "here the identity shortcut fell behind")
+    beyond = summary_["spread_test_error"] > summary_["tolerance_test"]
     result.notes = (
         f"Ordering by test error here: {' < '.join(order)} (the paper's, on ImageNet: "
         f"C < B < A, by 0.33 and 0.51 points). With one seed and {n_test} test images, "
         f"differences within the tolerance are not evidence of an ordering either way"
         + (f"; option {worst} is {behind:.2f} points behind option {first}, beyond the "
-           f"tolerance: with this short recipe {reading}" if spread_test > tol_test else "")
+           f"tolerance: with this short recipe {reading}" if beyond else "")
         + f". Option C also costs arithmetic: {fmt(stats['C']['macs'] / stats['A']['macs'])}x "
         f"A's multiply-adds per image (seconds per epoch are in the JSON, but they were "
         f"measured on a shared CPU and are noisy).")
 
 
-def _plot(config: DemoConfig, stats: dict) -> str:
+def run(config: DemoConfig) -> DemoResult:
+    """setup -> measure -> verdicts, then the report and the figure
+    (:func:`minires.experiments.common.demonstrate`)."""
+    return demonstrate(sys.modules[__name__], config)
+
+
+# ---------------------------------------------------------------------------- figure
+
+
+def plots(config: DemoConfig, numbers: dict) -> list:
     """Training error during training for A, B, C; final errors vs parameters."""
+    stats = numbers["options"]
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6),
                                    gridspec_kw={"width_ratios": [1.5, 1]})
@@ -230,4 +284,4 @@ def _plot(config: DemoConfig, stats: dict) -> str:
             title="what the projections cost and buy")
     ax2.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    return save_figure(fig, config, f"{NAME}_options.png")
+    return [save_figure(fig, config, f"{NAME}_options.png")]
