@@ -1,7 +1,11 @@
 """The autograd engine: Tensor, Function, and reverse-mode backpropagation.
 
 How it works.  A :class:`Function` runs its ``forward`` on raw arrays and, when gradients
-are wanted, records itself as the ``creator`` of its output tensors, keeping its inputs.
+are wanted, records itself as the ``creator`` of its output tensors.  It keeps its leaf
+inputs (they receive ``.grad``) but, for an input some other Function made, only an
+:class:`Edge` (that creator and which of its outputs): the graph holds no intermediate
+tensor, so an activation's array is freed as soon as nothing needs it, and backward has
+only what each ``forward`` chose to save (PyTorch's rule, and its memory use).
 Every function gets a *generation*: one more than the newest function that made its
 inputs, so a function's generation is always larger than that of every function it
 consumes from.  ``loss.backward()`` visits the functions by generation, highest first
@@ -228,6 +232,8 @@ class Tensor:
             raise TypeError(f"register_hook needs a callable, got {type(hook).__name__}")
         if self._hooks is None:
             self._hooks = {}
+        if self.creator is not None:
+            self.creator.hold_output(self)
         handle = RemovableHandle(self._hooks)
         self._hooks[handle.id] = hook
         return handle
@@ -295,6 +301,37 @@ class Tensor:
 # ---------------------------------------------------------------------------- Function
 
 
+class Edge:
+    """Where a non-leaf input's gradient goes: output ``output_index`` of ``creator``.
+
+    A Function keeps this instead of the input tensor, so that the tensor (and its array)
+    is freed when nothing else holds it: memory is then what the forwards saved, not
+    every intermediate of the pass.  ``shape`` checks the gradient backward returns;
+    ``name``, ``shape`` and ``dtype`` label the input in traces and graph drawings.
+    """
+
+    __slots__ = ("creator", "output_index", "shape", "dtype", "name")
+    requires_grad = True  # only inputs that need a gradient become edges
+
+    def __init__(self, tensor: Tensor):
+        self.creator, self.output_index = tensor.creator, tensor._output_index
+        self.shape, self.dtype, self.name = tensor.shape, tensor.dtype, tensor.name
+
+    @property
+    def generation(self) -> int:
+        """The input tensor's generation (its creator's plus one), as on the tensor."""
+        return self.creator.generation + 1
+
+    def tensor(self) -> Tensor | None:
+        """The input tensor itself while something still holds it, else ``None``."""
+        return self.creator.outputs[self.output_index]()
+
+
+def _graph_input(tensor: Tensor):
+    """What a Function keeps of one input: an :class:`Edge` for an intermediate that
+    needs a gradient, else the tensor (a leaf receives ``.grad``; the rest is constants)."""
+    return Edge(tensor) if tensor.creator is not None and tensor.requires_grad else tensor
+
 
 def as_tensor(value, like: Tensor | None = None) -> Tensor:
     """Wrap ``value`` as a Tensor; Python numbers take ``like``'s dtype and device.
@@ -321,9 +358,12 @@ class Function:
       zero gradient of its shape, dtype and device, even after it was garbage-collected.
 
     Use: ``y = Exp()(x)``.  Calling a Function runs forward and, when any input requires
-    grad and grad mode is on, records the graph: ``inputs``, ``needs_input_grad``,
-    ``generation`` (max of the inputs' generations; each output gets one more) and weak
-    references to the ``outputs``.
+    grad and grad mode is on, records the graph: ``inputs`` (leaf tensors, and an
+    :class:`Edge` for each intermediate), ``needs_input_grad``, ``generation`` (max of the
+    inputs' generations; each output gets one more) and weak references to the
+    ``outputs``.  Since intermediates are not kept, a backward that needs its input's
+    values must save them in ``forward``; one that can work from its output (ReLU,
+    sigmoid, tanh) should save that, which the next op usually holds anyway.
     """
 
     def __call__(self, *inputs):
@@ -334,7 +374,7 @@ class Function:
         outputs = [Tensor(y) for y in ((outputs,) if single else outputs)]
 
         if is_grad_enabled() and any(t.requires_grad for t in tensors):
-            self.inputs = tensors
+            self.inputs = [_graph_input(t) for t in tensors]
             self.needs_input_grad = tuple(t.requires_grad for t in tensors)
             self.generation = max(t.generation for t in tensors)
             self._freed = False
@@ -352,6 +392,16 @@ class Function:
 
     def backward(self, *grad_outputs):
         raise NotImplementedError(f"{type(self).__name__}.backward is not implemented")
+
+    def hold_output(self, output: Tensor) -> None:
+        """Keep ``output`` alive until backward reaches this Function.
+
+        Outputs are held weakly and consumers keep only edges, so a tensor with hooks
+        could otherwise be gone before its hooks run (``x.sigmoid().register_hook(h)``
+        in a loop); PyTorch likewise keeps such hooks on the graph.  Released with the
+        rest of this Function's state once backward has used it.
+        """
+        self.__dict__.setdefault("_held_outputs", []).append(output)
 
     def _release(self) -> None:
         """Drop inputs and saved arrays once backward has run (frees the graph); keep only
@@ -385,7 +435,8 @@ def register_backward_observer(observer) -> RemovableHandle:
 
     ``grad_outputs`` and ``grad_inputs`` are tuples of raw arrays (``None`` where an
     input needs no gradient), in the order of ``function.outputs`` and
-    ``function.inputs``; ``function.inputs`` is still readable.  Observers must not
+    ``function.inputs``; ``function.inputs`` (tensors and :class:`Edge` s, both with
+    ``name`` and ``shape``) is still readable.  Observers must not
     modify the arrays.  ``minires.viz.trace`` records a backward pass with this.
     """
     if not callable(observer):
@@ -473,23 +524,23 @@ def send_input_grads(function: Function, grad_inputs: tuple, pending: dict, queu
                      leaves: dict) -> None:
     """Send each input's gradient to where it waits: its creator's slot in ``pending``
     (queued by generation when first reached) or, for a leaf, ``leaves``."""
-    for tensor, grad in zip(function.inputs, grad_inputs, strict=True):
-        if grad is None or not tensor.requires_grad:
+    for source, grad in zip(function.inputs, grad_inputs, strict=True):
+        if grad is None or not source.requires_grad:
             continue
-        if grad.shape != tensor.data.shape:
+        if tuple(grad.shape) != source.shape:
             raise RuntimeError(
                 f"{type(function).__name__}.backward returned a gradient of shape "
-                f"{tuple(grad.shape)} for an input of shape {tensor.shape}"
+                f"{tuple(grad.shape)} for an input of shape {source.shape}"
             )
-        creator = tensor.creator
-        if creator is None:
-            _add(leaves, tensor, grad)
+        if not isinstance(source, Edge):  # a leaf tensor
+            _add(leaves, source, grad)
             continue
+        creator = source.creator
         slots = pending.get(creator)
         if slots is None:  # first reached: queue it, newest generation first
             slots = pending[creator] = [None] * len(creator.outputs)
             heapq.heappush(queue, (-creator.generation, next(_arrival), creator))
-        index = tensor._output_index
+        index = source.output_index
         slots[index] = grad if slots[index] is None else slots[index] + grad
 
 
@@ -501,7 +552,6 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
     (a failed backward, e.g. through a freed graph, leaves the gradients as they were).
     """
     leaves, retained = {}, {}  # id -> [tensor, summed gradient], written at the end
-    hooked = []  # tensors with hooks that a released Function let go of (see below)
     with no_grad():  # backward arithmetic on arrays builds no new graph
         if root.creator is None:
             _add(leaves, root, grad)
@@ -522,9 +572,6 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
                     observer(function, grad_outputs, grad_inputs)
                 send_input_grads(function, grad_inputs, pending, queue, leaves)
                 if not retain_graph:
-                    # An intermediate's hooks run when its creator's turn comes; keep it
-                    # alive till then, though nothing else may hold it (x.sigmoid() in a loop).
-                    hooked.extend(t for t in function.inputs if t._hooks)
                     function._release()
         for tensor, total in leaves.values():
             _accumulate(tensor, _run_hooks(tensor, total) if tensor._hooks else total)

@@ -541,3 +541,31 @@ def test_dropped_output_hooks_trace_and_nan_mean_on_the_chosen_device(device):
     assert empty.device == device and np.isnan(empty.numpy()).all()
     mixed = minires.ones(2, device=device) * minires.tensor([1, 2], device=device)
     assert mixed.dtype == np.float32 and mixed.device == device
+
+
+def test_the_graph_keeps_no_intermediate_tensor_only_what_forwards_saved():
+    # An intermediate nothing else holds is freed at once (its consumer keeps an Edge);
+    # backward still reaches the leaf through it.
+    import weakref
+
+    x = minires.tensor([1.0, -2.0, 3.0], dtype="float64", requires_grad=True)
+    y = x * 2.0
+    alive = weakref.ref(y)
+    z = (y.relu() * 3.0).sum()
+    del y
+    assert alive() is None, "the graph kept an intermediate tensor alive"
+    assert isinstance(z.creator.inputs[0], minires.autograd.Edge)
+    z.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [6.0, 0.0, 6.0])
+
+
+def test_a_hook_on_a_dropped_intermediate_still_runs():
+    x = minires.tensor([1.0, 2.0], dtype="float64", requires_grad=True)
+    seen = []
+    y = x.exp()
+    y.register_hook(lambda g: seen.append(g.numpy().copy()) or g * 2)
+    loss = (y * 1.0).sum()
+    del y
+    loss.backward()
+    np.testing.assert_array_equal(seen[0], [1.0, 1.0])
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.exp([1.0, 2.0]))

@@ -136,9 +136,11 @@ print(f"|autograd - hand| = {diff:.1e}")
 # ## 1.3 The graph the engine recorded
 #
 # Each result tensor remembers the `Function` that made it (`.creator`), and that
-# function remembers its inputs (`.inputs`).  A leaf has `creator = None`.  The
-# `generation` counts how far a tensor is from the leaves: a function's outputs get
-# `1 + max(generation of its inputs)`.
+# function remembers its inputs (`.inputs`): a leaf itself, an intermediate as an `Edge`
+# (its creator and which output), so that its array is freed once nothing needs it
+# (as in PyTorch).  Both have `.name`, `.creator` and `generation`.  A leaf has
+# `creator = None`.  The `generation` counts how far a tensor is from the leaves: a
+# function's outputs get `1 + max(generation of its inputs)`.
 #
 # We rebuild the chain (the first `backward()` freed the graph to save memory), draw it
 # with `minires.viz.draw_graph` (`minires.viz.to_dot` gives the same graph as Graphviz

@@ -225,14 +225,18 @@ class Tanh(Function):
 
 
 class ReLU(Function):
-    """y = max(x, 0);  dx = g where x > 0, else 0."""
+    """y = max(x, 0);  dx = g where x > 0, else 0.
+
+    Saves the output, not the input: y > 0 exactly where x > 0 (NaN stays NaN, and is
+    not > 0, in both), and the next op usually keeps y anyway, so x can be freed.
+    """
 
     def forward(self, x):
-        self.x = x
-        return act_kernels.relu_forward(x)
+        self.y = act_kernels.relu_forward(x)
+        return self.y
 
     def backward(self, g):
-        return act_kernels.relu_backward(g, self.x)
+        return act_kernels.relu_backward(g, self.y)
 
 
 class Softmax(Function):

@@ -6,10 +6,11 @@ forward pass: input tensor -> Function -> output tensor.  The layout is by topol
 a non-leaf tensor sits one level below the Function that made it, a Function one level below
 its deepest input, and a leaf (an input or a parameter) just above its first use.
 
-Backward frees the graph (``Function`` drops its inputs) unless called with
-``retain_graph=True``; draw before backward, or backward with ``retain_graph=True`` to see
-the gradients on the graph.  Intermediate tensors show a gradient only after
-``retain_grad()``.
+Intermediate tensors that nothing holds any more are drawn from the graph's edges (name,
+shape, dtype; never a gradient).  Backward frees the graph (``Function`` drops its saved
+values) unless called with ``retain_graph=True``; draw before backward, or backward with
+``retain_graph=True`` to see the gradients on the graph.  Intermediate tensors show a
+gradient only after ``retain_grad()`` (and while something still holds them).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minires.autograd import Tensor
+from minires.autograd import Edge, Tensor
 
 #: draw_graph refuses graphs larger than this (use to_dot and graphviz for those).
 MAX_DRAWN_NODES = 120
@@ -63,6 +64,15 @@ def _collect(root: Tensor, names: dict) -> dict:
             tensors[key] = tensor
         return key
 
+    def add_freed(edge: Edge) -> int:
+        # An intermediate nothing holds any more is gone (its consumers keep only an
+        # edge): drawn from what the edge recorded, one node per output of its creator.
+        key = id(edge.creator.outputs[edge.output_index])
+        if key not in nodes:
+            label = "\n".join(([edge.name] if edge.name else []) + [f"{edge.shape} {edge.dtype}"])
+            nodes[key] = _Node(key, "tensor", label, parents=[id(edge.creator)])
+        return key
+
     add_tensor(root)
     nodes[id(root)].role = "root"
     stack = [root.creator] if root.creator is not None else []
@@ -81,10 +91,12 @@ def _collect(root: Tensor, names: dict) -> dict:
                 nodes[add_tensor(output)].parents.append(fnode.key)
         if freed:
             continue
-        for tensor in function.inputs:
-            fnode.parents.append(add_tensor(tensor))
-            if tensor.creator is not None:
-                stack.append(tensor.creator)
+        for source in function.inputs:
+            tensor = source.tensor() if isinstance(source, Edge) else source
+            fnode.parents.append(add_tensor(tensor) if tensor is not None
+                                 else add_freed(source))
+            if source.creator is not None:
+                stack.append(source.creator)
     return nodes
 
 
