@@ -396,25 +396,25 @@ def main(argv=None) -> int:
     show.add_argument("--no-progress", action="store_true", help="no progress bars")
     show.set_defaults(run=demo)
 
-    grade = commands.add_parser(
+    checker = commands.add_parser(
         "check", help="check your solution of an exercise (tutorials/exercises/)",
         description="Run your solution of an exercise against minires's own kernels on "
         "random inputs (and a numerical gradient check for backward passes) and explain "
         "every difference.  Exit code 0 only when every check passes.")
-    grade.add_argument("exercise", nargs="?", help="the exercise's name (see --list)")
-    grade.add_argument("--file", default=None,
+    checker.add_argument("exercise", nargs="?", help="the exercise's name (see --list)")
+    checker.add_argument("--file", default=None,
                        help="your solution (default: tutorials/exercises/<exercise>.py)")
-    grade.add_argument("--dir", default=None,
+    checker.add_argument("--dir", default=None,
                        help="a folder holding solutions under the stubs' file names")
-    grade.add_argument("--list", action="store_true",
+    checker.add_argument("--list", action="store_true",
                        help="list every exercise with its status (not started / failing / "
                        "passing); exit code 0 only when all pass")
-    grade.add_argument("--seed", type=int, default=0, help="seed of the random test inputs")
-    grade.add_argument("--timeout", type=float, default=None,
+    checker.add_argument("--seed", type=int, default=0, help="seed of the random test inputs")
+    checker.add_argument("--timeout", type=float, default=None,
                        help="seconds each case may take (default 10)")
-    grade.add_argument("--catalog", action="append", default=[], metavar="DIR",
+    checker.add_argument("--catalog", action="append", default=[], metavar="DIR",
                        help="a folder of a course's own exercises (repeatable)")
-    grade.set_defaults(run=check)
+    checker.set_defaults(run=check)
 
     convert = commands.add_parser(
         "export", help="convert saved weights for PyTorch, ONNX or safetensors",
@@ -438,26 +438,26 @@ def main(argv=None) -> int:
     convert.add_argument("--opset", type=int, default=17, help="onnx: operator set (17)")
     convert.set_defaults(run=export)
 
-    marks = commands.add_parser(
+    grader = commands.add_parser(
         "grade", help="grade a class: one folder per student, a CSV row per exercise",
         description="Check every student's solutions (SUBMISSIONS_DIR/<student>/<stub name>) "
         "in separate processes with a per-case timeout; write one row per student and "
         "exercise: status (pass, fail, error, timeout, missing), checks passed / total, "
         "seconds.  Exit code 0 whenever grading ran, whatever the scores.")
-    marks.add_argument("submissions", metavar="SUBMISSIONS_DIR")
-    marks.add_argument("--exercises", default=None,
+    grader.add_argument("submissions", metavar="SUBMISSIONS_DIR")
+    grader.add_argument("--exercises", default=None,
                        help="comma-separated exercise names (default: all)")
-    marks.add_argument("--timeout", type=float, default=None,
+    grader.add_argument("--timeout", type=float, default=None,
                        help="seconds each case may take (default 10)")
-    marks.add_argument("--csv", required=True, metavar="OUT.csv", help="the table to write")
-    marks.add_argument("--json", default=None, metavar="OUT.json",
+    grader.add_argument("--csv", required=True, metavar="OUT.csv", help="the table to write")
+    grader.add_argument("--json", default=None, metavar="OUT.json",
                        help="also write the rows as JSON")
-    marks.add_argument("--catalog", action="append", default=[], metavar="DIR",
+    grader.add_argument("--catalog", action="append", default=[], metavar="DIR",
                        help="a folder of a course's own exercises (repeatable)")
-    marks.add_argument("--seed", type=int, default=0, help="seed of the random test inputs")
-    marks.add_argument("--jobs", type=int, default=1,
+    grader.add_argument("--seed", type=int, default=0, help="seed of the random test inputs")
+    grader.add_argument("--jobs", type=int, default=1,
                        help="check this many of a student's exercises at once (default 1)")
-    marks.set_defaults(run=grade_submissions)
+    grader.set_defaults(run=grade_submissions)
 
     args = parser.parse_args(argv)
     from minires.train import TrainingDiverged
