@@ -52,7 +52,7 @@ from twins import (  # noqa: E402
 )
 
 import minires  # noqa: E402
-from minires import autograd  # noqa: E402
+from minires import autograd, backward  # noqa: E402
 from minires import functional as F  # noqa: E402
 from minires.kernels import activation as act_kernels  # noqa: E402
 from minires.kernels import loss as loss_kernels  # noqa: E402
@@ -201,7 +201,7 @@ def instrument(timers: _Timers) -> _Patches:
             for method in ("forward", "backward"):
                 if method in sub.__dict__:
                     patches.set(sub, method, timers.wrap(category, sub.__dict__[method]))
-    patches.set(autograd, "_accumulate", timers.wrap(ACCUMULATE, autograd._accumulate))
+    patches.set(backward, "_accumulate", timers.wrap(ACCUMULATE, backward._accumulate))
     return patches
 
 

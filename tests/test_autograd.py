@@ -451,14 +451,18 @@ def test_engine_module_imports_nothing_above_itself():
     import ast
     import inspect
 
-    from minires import autograd
+    from minires import autograd, backward
 
-    tree = ast.parse(inspect.getsource(autograd))
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-                 for alias in node.names}
-    minires_modules = {m for m in imported if m and m.startswith("minires")}
-    assert minires_modules <= {"minires"}, minires_modules  # only `from minires import backend`
+    # The engine is two modules (the graph, the backward pass); they import only backend
+    # and each other.
+    for module in (autograd, backward):
+        tree = ast.parse(inspect.getsource(module))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                     for alias in node.names}
+        minires_modules = {m for m in imported if m and m.startswith("minires")}
+        assert minires_modules <= {"minires", "minires.autograd", "minires.backward"}, (
+            module.__name__, minires_modules)  # `from minires import backend` and each other
     assert minires.tensor([1.0]).to(dtype="float64").dtype == np.float64  # installed by ops
 
 

@@ -31,9 +31,9 @@
 # `$MINIRES_TUTORIAL_OUT` (default `tutorial-out/`).
 
 # %% [markdown]
-# **Open the source.** `minires/autograd.py`: `Function.__call__` records the graph,
-# `Tensor.backward` and `run_backward` run the chain rule, `_topological_order` decides
-# the order; the operations themselves (`Mul`, `Sigmoid`, ...) are in `minires/ops/arithmetic.py`.
+# **Open the source.** `minires/autograd.py`: `Function.__call__` records the graph;
+# `minires/backward.py`: `run_backward` runs the chain rule, visiting Functions by
+# generation; the operations themselves (`Mul`, `Sigmoid`, ...) are in `minires/ops/arithmetic.py`.
 # **In the paper** (He et al., *Deep Residual Learning for Image Recognition*, arXiv
 # [1512.03385](https://arxiv.org/abs/1512.03385)) every network is trained by SGD on
 # gradients computed exactly like this: §3.4 (Implementation).

@@ -12,7 +12,7 @@ sent to each input.  For a one-input, one-output function the last column is the
 ||g_in|| / ||g_out||: a sigmoid's is at most 1/4, since sigma'(x) = sigma(x)(1 - sigma(x))
 <= 1/4, which is why gradients vanish through a deep sigmoid net (He et al. 2016, sec. 1).
 
-Built on :func:`minires.autograd.register_backward_observer`; ``t.records`` holds the
+Built on :func:`minires.backward.register_backward_observer`; ``t.records`` holds the
 rows as data (:class:`TraceRecord`).
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from minires import backend
-from minires.autograd import register_backward_observer
+from minires.backward import register_backward_observer
 
 
 def _norm(grad) -> float | None:
