@@ -1,6 +1,7 @@
 """Command line: ``python -m minires COMMAND``.  Run with ``--help`` for the commands."""
 
 import argparse
+import os
 import sys
 import time
 
@@ -234,7 +235,7 @@ def train(args) -> int:
 
 def demo(args) -> int:
     """Run one demonstration (or all) and write figures, JSON and report.md into --out."""
-    from minires.experiments import available_demos, run_demo
+    from minires.experiments import available_demos, pretrain, run_demo
     from minires.experiments.common import DemoConfig
 
     names = available_demos() if args.name == "all" else [args.name]
@@ -244,7 +245,14 @@ def demo(args) -> int:
                         device=device, seed=args.seed, out=args.out,
                         data_dir=args.data_dir, progress=not args.no_progress)
     _check_writable(config.out)
+    jobs = args.jobs if args.jobs is not None else _default_jobs(device)
+    if jobs < 1:
+        raise _CommandError(f"--jobs must be at least 1, got {jobs}")
     start = time.perf_counter()
+    trained = pretrain(names, config, jobs)
+    if trained:
+        print(f"   trained {trained} nets in {jobs} processes in "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
     for name in names:
         print(f"== demo {name} ({config.mode}, {config.dataset}, {config.device})", flush=True)
         result = run_demo(name, config)
@@ -253,6 +261,13 @@ def demo(args) -> int:
         print(f"   ({result.wall_time_s:.1f} s)", flush=True)
     print(f"wrote {config.out / 'report.md'} in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def _default_jobs(device: str) -> int:
+    """Training processes for ``demo``: one per core on the CPU (at most 4), one on a GPU."""
+    if device != "cpu":
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def check(args) -> int:
@@ -394,6 +409,10 @@ def main(argv=None) -> int:
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--out", default="minires-out", help="output directory")
     show.add_argument("--no-progress", action="store_true", help="no progress bars")
+    show.add_argument("--jobs", type=int, default=None,
+                      help="train the demonstrations' nets in this many processes first, "
+                      "one BLAS thread each (default: one per core, at most 4; 1 on a "
+                      "GPU; 1 = train each net when a demonstration needs it)")
     show.set_defaults(run=demo)
 
     checker = commands.add_parser(

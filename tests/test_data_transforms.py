@@ -6,7 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minires.backend as backend
-from minires.data.transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip
+from minires.data.transforms import (
+    Compose,
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    downsample,
+)
 
 
 def images(n=16, c=3, h=32, w=32, seed=0, dtype=np.float32):
@@ -160,3 +166,28 @@ def test_transforms_on_gpu_match_cpu():
     gpu = t(cupy.asarray(x), np.random.default_rng(4))
     assert backend.device_of(gpu) == "cuda"
     np.testing.assert_allclose(backend.to_numpy(gpu), cpu, rtol=1e-6)
+
+
+def test_downsample_is_the_block_mean():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, 7, 9)).astype(np.float32)
+    out = downsample(x, 2)
+    assert out.shape == (3, 2, 3, 4) and out.dtype == np.float32
+    naive = np.empty(out.shape, np.float64)
+    for n, c, i, j in np.ndindex(*out.shape):  # the formula, pixel block by pixel block
+        naive[n, c, i, j] = x[n, c, 2 * i:2 * i + 2, 2 * j:2 * j + 2].astype(np.float64).mean()
+    np.testing.assert_allclose(out, naive, rtol=1e-6, atol=1e-7)  # float32 sums
+    assert downsample(x, 1) is x
+    assert downsample(x, 3).shape == (3, 2, 2, 3)
+
+
+def test_downsample_errors():
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="positive integer"):
+        downsample(x, 0)
+    with pytest.raises(ValueError, match="positive integer"):
+        downsample(x, 1.5)
+    with pytest.raises(ValueError, match="smaller than one 5x5 block"):
+        downsample(x, 5)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        downsample(np.zeros((4, 4)), 2)

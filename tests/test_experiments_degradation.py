@@ -60,7 +60,9 @@ def test_tiny_degradation_verdicts_follow_their_rule(tiny_run):
         f = greater if relation == ">" else at_most
         return f(a, b, [va], [vb], measurement_se=error_rate_se(va, vb, n)).holds
 
+    loss = result.numbers["epoch_loss"]["resnet20"][0]
     expected = [
+        (loss[-2] - loss[-1]) / loss[-2] < degradation.FLAT,
         rule(">", "plain56", "plain20", "train_error")
         and rule(">", "plain56", "plain20", "train_error_eval"),
         rule(">", "plain56", "plain20", "test_error")
@@ -71,7 +73,8 @@ def test_tiny_degradation_verdicts_follow_their_rule(tiny_run):
         and rule(">", "plain56", "resnet56", "train_error_eval"),
     ]
     assert [v.holds for v in result.verdicts] == expected
-    assert all("standard error" in v.evidence for v in result.verdicts)
+    assert all("standard error" in v.evidence for v in result.verdicts[1:])
+    assert "last-epoch drop" in result.verdicts[0].evidence
 
 
 def test_tiny_degradation_outputs(tiny_run):
@@ -80,7 +83,7 @@ def test_tiny_degradation_outputs(tiny_run):
     assert (out / "degradation_curves.png").stat().st_size > 10_000
     assert result.figures == ["degradation_curves.png"]
     data = json.loads((out / "degradation.json").read_text())
-    assert data["name"] == "degradation" and len(data["verdicts"]) == 4
+    assert data["name"] == "degradation" and len(data["verdicts"]) == 5
     assert data["numbers"]["seeds"] == [config.seed]
     params = data["numbers"]["parameters"]
     assert params["plain20"] == params["resnet20"] and params["plain56"] == params["resnet56"]
@@ -166,8 +169,23 @@ def test_verdicts_on_given_numbers(errors, expected):
     standard error (2 SE is about 3.6 points near 20%)."""
     final = {net: [{"train_error": e, "train_error_eval": e, "test_error": e}]
              for net, e in zip(degradation.NETS, errors, strict=True)}
-    numbers = {"final": final, "n_train": 1000}
-    assert [v.holds for v in degradation.verdicts(numbers)] == expected
+    numbers = {"final": final, "n_train": 1000,
+               "epoch_loss": {"resnet20": [[1.0, 0.5, 0.45]]}}  # last epoch: -10%
+    assert [v.holds for v in degradation.verdicts(numbers)] == [True] + expected
+
+
+@pytest.mark.parametrize("losses, flat", [
+    ([[1.0, 0.5, 0.45], [1.0, 0.4, 0.38]], True),   # -10% and -5%
+    ([[1.0, 0.5, 0.30], [1.0, 0.4, 0.38]], False),  # -40% and -5%: mean -22.5%
+    ([[1.0, 0.5, 0.55]], True),                     # rose: flat (noise), not converging
+    ([], False),                                    # no curve: not shown to be converged
+])
+def test_convergence_verdict(losses, flat):
+    """ResNet-20's last epoch lowers its training loss by less than FLAT (mean over seeds)."""
+    final = {net: [{"train_error": 0.1, "train_error_eval": 0.1, "test_error": 0.1}]
+             for net in degradation.NETS}
+    numbers = {"final": final, "n_train": 1000, "epoch_loss": {"resnet20": losses}}
+    assert degradation.verdicts(numbers)[0].holds == flat
 
 
 def test_setup_is_built_before_measuring():

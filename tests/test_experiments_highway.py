@@ -47,6 +47,18 @@ def test_gates_after_training(demo):
     assert demo[0].verdicts[3].holds
 
 
+def test_depth_is_where_a_plain_net_fails():
+    """Quick and full compare 56-layer nets (the degradation demonstration's plain-56 fails
+    there); the tests' tiny run uses 20 layers, and the labels follow the depth."""
+    assert highway.depth_for(common.DemoConfig()) == 56
+    assert highway.depth_for(common.DemoConfig(mode="full")) == 56
+    assert highway.depth_for(common.DemoConfig(tiny=True)) == 20
+    specs = highway.planned(common.DemoConfig())
+    assert [s.name for s in specs.values()] == ["plain56", "resnet56"] + ["highway56"] * 3
+    assert [dict(s.kwargs).get("gate_bias") for s in specs.values()][2:] == [0.0, -1.0, -3.0]
+    assert highway.label("-3", 56) == "highway-56, b_T = -3"
+
+
 def test_parameters(demo):
     nets = demo[0].numbers["nets"]
     assert nets["plain"]["parameters"] == nets["resnet"]["parameters"]
@@ -94,7 +106,8 @@ def _given(errors, gate_minus3=0.05, n=1000):
             gate = gate_minus3 if kind == "-3" else 0.5
             nets[kind].update(initial_gate=highway.sigmoid(float(kind)), mean_gate=gate,
                               gate_per_block=[gate] * 9)
-    return {"nets": nets, "best_highway": highway.best_highway(nets), "n_train": n}
+    return {"nets": nets, "best_highway": highway.best_highway(nets), "n_train": n,
+            "depth": 56}
 
 
 @pytest.mark.parametrize("errors, gate, expected", [

@@ -25,10 +25,17 @@ def test_plan_is_seed_major_and_cut_by_runs(tool):
     assert tool.plan([0, 1], [1, 2], runs=3) == [(0, 1), (0, 2), (1, 1)]
 
 
+def test_jobs_use_every_core_at_the_runs_thread_count(tool, tmp_path):
+    assert [tool.jobs_for(t, 2) for t in (1, 2, 3)] == [2, 1, 1]
+    assert tool.jobs_for(2, 8) == 4
+    command = tool.child_command(["lesion"], 3, tmp_path, False, jobs=2)
+    assert command[command.index("--jobs") + 1] == "2"
+
+
 def test_tally_with_a_fake_runner(tool, tmp_path):
     calls = []
 
-    def fake(demos, seed, threads, out, tiny):
+    def fake(demos, seed, threads, out, tiny, cores):
         calls.append((seed, threads, out.name, tiny))
         holds = [True, seed != 1 or threads != 2]  # the second verdict fails in one run
         if seed == 2:  # a crashed run writes nothing: every verdict counts as failed
@@ -65,6 +72,7 @@ def test_real_smoke_run_sets_the_thread_count(tool, tmp_path):
     runs = payload["runs"]
     assert [r["threads"] for r in runs] == [1, 2]
     assert [r["child_threads"] for r in runs] == ["1", "2"]  # the env reached the child
+    assert [r["jobs"] for r in runs] == [1, 1]  # one core by default: no worker processes
     assert not any(r.get("error") for r in runs), runs
     assert all(row["runs"] == 2 for row in payload["verdicts"])
     assert len(payload["verdicts"]) >= 8

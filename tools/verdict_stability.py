@@ -1,14 +1,20 @@
 """How often each demonstration's verdict holds over seeds and BLAS thread counts.
 
-    python tools/verdict_stability.py                       # quick demos, seeds 0-2, threads 1, 2
+    python tools/verdict_stability.py                   # quick demos, seeds 0, 3, 6, threads 1, 2
     python tools/verdict_stability.py --seeds 1 --runs 2 --tiny --demos vanishing   # smoke run
 
 Every (seed, thread count) pair is one run: a subprocess of this script (``--child``) with
 ``OPENBLAS_NUM_THREADS`` set, which runs the chosen demonstrations in order into its own
 output directory (so trained nets are shared between the demonstrations of one run, as in
-``demo all``, and never between runs).  The parent reads each run's ``NAME.json`` files and
-writes ``stability.json`` and ``stability.md`` into ``--out``: per verdict, in how many runs
-it held.  The summary order: seed-major, so ``--runs 2`` is seed 0 at both thread counts.
+``demo all``, and never between runs).  The seeds are 0, 3, 6, ...: ``demo --seed S``
+trains the degradation nets with seeds S, S+1 and S+2, so runs never share a seed.  As
+``demo all`` does, a run first trains its nets in parallel processes, as many as there
+are cores per BLAS thread (``--cores`` // threads: two of one thread, or one of two, on a
+2-core machine), so that every process really uses the run's thread count.
+
+The parent reads each run's ``NAME.json`` files and writes ``stability.json`` and
+``stability.md`` into ``--out``: per verdict, in how many runs it held.  The summary order:
+seed-major, so ``--runs 2`` is seed 0 at both thread counts.
 
 The library never sets ``OPENBLAS_CORETYPE``; this tool leaves it as the caller has it.
 """
@@ -36,18 +42,25 @@ def plan(seeds, threads, runs=None) -> list:
     return pairs if runs is None else pairs[:runs]
 
 
-def child_command(demos, seed: int, out: Path, tiny: bool) -> list:
+def child_command(demos, seed: int, out: Path, tiny: bool, jobs: int = 1) -> list:
     """The command line of one run (this script in ``--child`` mode)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--seed", str(seed),
-           "--out", str(out), "--demos", *demos]
+           "--out", str(out), "--jobs", str(jobs), "--demos", *demos]
     return cmd + (["--tiny"] if tiny else [])
 
 
-def subprocess_runner(demos, seed: int, threads: int, out: Path, tiny: bool) -> dict:
+def jobs_for(threads: int, cores: int) -> int:
+    """Training processes of a run at ``threads`` BLAS threads on ``cores`` cores."""
+    return max(1, cores // threads)
+
+
+def subprocess_runner(demos, seed: int, threads: int, out: Path, tiny: bool,
+                      cores: int = 1) -> dict:
     """Run one (seed, threads) pair in a subprocess; return its run record."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
     start = time.perf_counter()
-    done = subprocess.run(child_command(demos, seed, out, tiny), env=env, cwd=ROOT,
+    command = child_command(demos, seed, out, tiny, jobs_for(threads, cores))
+    done = subprocess.run(command, env=env, cwd=ROOT,
                           capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
@@ -66,7 +79,7 @@ def read_run(out: Path, demos, seed: int, threads: int, seconds: float) -> dict:
             verdicts.append({"demo": name, "index": i, "claim": v["claim"],
                              "holds": bool(v["holds"]), "evidence": v["evidence"]})
     return {"seed": seed, "threads": threads, "seconds": seconds, "verdicts": verdicts,
-            "child_threads": info.get("OPENBLAS_NUM_THREADS"),
+            "child_threads": info.get("OPENBLAS_NUM_THREADS"), "jobs": info.get("jobs"),
             "coretype": info.get("OPENBLAS_CORETYPE")}
 
 
@@ -121,15 +134,15 @@ def markdown(rows: list, records: list, tiny: bool) -> str:
 
 
 def stability(demos, seeds, threads, out: Path, runs=None, tiny=False,
-              runner=subprocess_runner) -> dict:
-    """Run every planned pair with ``runner(demos, seed, threads, out_dir, tiny) -> record``,
-    write stability.json / stability.md into ``out``; return the JSON payload."""
+              runner=subprocess_runner, cores: int = 1) -> dict:
+    """Run every planned pair with ``runner(demos, seed, threads, out_dir, tiny, cores) ->
+    record``, write stability.json / stability.md into ``out``; return the JSON payload."""
     out = Path(out)
     records = []
     for seed, n_threads in plan(seeds, threads, runs):
         run_out = out / f"seed{seed}-threads{n_threads}"
         print(f"run: seed {seed}, OPENBLAS_NUM_THREADS={n_threads} -> {run_out}", flush=True)
-        records.append(runner(demos, seed, n_threads, run_out, tiny))
+        records.append(runner(demos, seed, n_threads, run_out, tiny, cores))
     rows = summarise(records)
     payload = {"demos": list(demos), "tiny": tiny, "goal": GOAL, "verdicts": rows,
                "runs": [{k: v for k, v in r.items() if k != "verdicts"}
@@ -141,13 +154,15 @@ def stability(demos, seeds, threads, out: Path, runs=None, tiny=False,
 
 def child(args) -> int:
     """One run, in this process: the demonstrations in order into ``args.out``."""
-    from minires.experiments import run_demo
+    from minires.experiments import pretrain, run_demo
     from minires.experiments.common import DemoConfig
 
     config = DemoConfig(seed=args.seed, out=Path(args.out), progress=False, tiny=args.tiny)
     config.out.mkdir(parents=True, exist_ok=True)
     write_text(config.out / "child.json", json.dumps(
-        {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE")}))
+        {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE")}
+        | {"jobs": args.jobs}))
+    pretrain(args.demos, config, args.jobs)
     for name in args.demos:
         run_demo(name, config)
     return 0
@@ -156,22 +171,27 @@ def child(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demos", nargs="+", default=list(DEMO_ORDER), choices=DEMO_ORDER)
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="this many seeds: 0, 3, 6, ... (default 3)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--runs", type=int, default=None, help="at most this many runs")
     parser.add_argument("--tiny", action="store_true", help="the test-suite sizes (seconds)")
     parser.add_argument("--out", default=str(ROOT / "build" / "stability"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1,
+                        help="cores to use (default: all); a run trains its nets in "
+                        "cores // threads processes")
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--jobs", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child(args)
     if args.seeds < 1 or (args.runs is not None and args.runs < 1):
         parser.error("--seeds and --runs must be at least 1")
-    if any(t < 1 for t in args.threads):
-        parser.error("--threads must be at least 1")
-    payload = stability(args.demos, range(args.seeds), args.threads, Path(args.out),
-                        args.runs, args.tiny)
+    if any(t < 1 for t in args.threads) or args.cores < 1:
+        parser.error("--threads and --cores must be at least 1")
+    payload = stability(args.demos, [3 * i for i in range(args.seeds)], args.threads,
+                        Path(args.out), args.runs, args.tiny, cores=args.cores)
     print((Path(args.out) / "stability.md").read_text())
     return 0 if all(r["meets_goal"] for r in payload["verdicts"]) else 1
 

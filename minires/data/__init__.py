@@ -6,7 +6,7 @@
 * :func:`make_blobs_images` - a tiny synthetic image dataset for tests and demos.
 * :class:`DataLoader`, :class:`ArrayDataset` - shuffled, resumable mini-batches.
 * :class:`Normalize`, :class:`RandomCrop`, :class:`RandomHorizontalFlip`, :class:`Compose`
-  - whole-batch transforms, ``t(x, rng) -> x``.
+  - whole-batch transforms, ``t(x, rng) -> x``; :func:`downsample` averages pixel blocks.
 """
 
 from minires.data.cifar import (
@@ -22,7 +22,13 @@ from minires.data.cifar import (
 from minires.data.loader import ArrayDataset, DataLoader
 from minires.data.mnist import MNIST_CLASSES, MNIST_MEAN, MNIST_SHA256, MNIST_STD, load_mnist
 from minires.data.synthetic import make_blobs_images
-from minires.data.transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip
+from minires.data.transforms import (
+    Compose,
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    downsample,
+)
 
 __all__ = [
     "ArrayDataset",
@@ -42,6 +48,7 @@ __all__ = [
     "check_cifar10",
     "cifar10_dir",
     "download_cifar10",
+    "downsample",
     "load_cifar10",
     "load_mnist",
     "make_blobs_images",

@@ -172,3 +172,25 @@ class Compose:
 
     def __repr__(self):
         return "Compose([" + ", ".join(map(repr, self.transforms)) + "])"
+
+
+def downsample(x, factor: int):
+    """Average ``factor x factor`` blocks of pixels: (N, C, H, W) -> (N, C, H // f, W // f).
+
+    ``out[n, c, i, j] = mean(x[n, c, f*i : f*i + f, f*j : f*j + f])``; rows and columns that
+    do not fill a whole block are dropped.  ``factor = 1`` returns ``x`` itself.  The quick
+    demonstrations train on MNIST at 14x14 (factor 2): a quarter of the arithmetic per image,
+    digits still legible.
+    """
+    _check_batch(x, "downsample")
+    if not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"downsample factor must be a positive integer, got {factor!r}")
+    if factor == 1:
+        return x
+    n, c, h, w = x.shape
+    if h < factor or w < factor:
+        raise ValueError(f"cannot downsample {h}x{w} images by {factor}: they are smaller "
+                         f"than one {factor}x{factor} block")
+    h, w = h // factor, w // factor
+    blocks = x[:, :, :h * factor, :w * factor].reshape(n, c, h, factor, w, factor)
+    return blocks.mean(axis=(3, 5)).astype(x.dtype, copy=False)

@@ -2,7 +2,9 @@
 measures it, and reports whether it held.  Run them with ``python -m minires demo NAME``.
 
 Each is a module here with ``NAME``, ``TITLE`` and ``run(config) -> DemoResult``; see
-:mod:`minires.experiments.common`.  :func:`run_demo` runs one and writes its files.
+:mod:`minires.experiments.common`.  :func:`run_demo` runs one and writes its files;
+:func:`pretrain` first trains the nets that the demonstrations declare
+(``planned_runs``), in parallel processes.
 """
 
 import importlib
@@ -29,6 +31,25 @@ def available_demos() -> list:
             continue
         found.append(name)
     return found
+
+
+def planned_runs(names, config: DemoConfig) -> list:
+    """The training runs (:class:`~minires.experiments.training.RunSpec`) that the
+    demonstrations ``names`` declare with their ``planned_runs(config)``."""
+    specs = []
+    for name in names:
+        plan = getattr(load_demo(name), "planned_runs", None)
+        if plan is not None:
+            specs.extend(plan(config))
+    return specs
+
+
+def pretrain(names, config: DemoConfig, jobs: int) -> int:
+    """Train every net the demonstrations ``names`` will need, ``jobs`` at a time in worker
+    processes, before they run (they then load them from the cache); the number trained."""
+    from minires.experiments.training import pretrain as train_all
+
+    return train_all(config, planned_runs(names, config), jobs)
 
 
 def run_demo(name: str, config: DemoConfig):

@@ -64,6 +64,7 @@ from minires.experiments.common import (
     progress,
 )
 from minires.experiments.training import (
+    RunSpec,
     load_split,
     recipe_for,
     train_or_load,
@@ -76,8 +77,9 @@ TITLE = "Identity mappings: a residual block can do nothing, and what that buys"
 CLAIM = (
     "A residual block is the identity when its residual branch is zero: a stack of 100 "
     "blocks with the branch's last BN gamma = 0 reproduces a non-negative input exactly, "
-    "a plain stack does not. Trained to reproduce their input, residual stacks stay at a low "
-    "loss at every depth while plain stacks get worse with depth. At initialisation the "
+    "a plain stack does not. Trained to reproduce their input, a deep enough plain stack "
+    "cannot learn even the identity, while a residual stack of that depth learns it by "
+    "driving its residual toward zero (seed 004). At initialisation the "
     "shortcuts keep the forward signal and the backward gradient from vanishing. Trained "
     "ResNets have smaller layer responses than plain nets, the deeper ResNet smaller still "
     "(paper Fig. 7). Scaling the shortcut by 0.5 trains worse than the identity.")
@@ -87,11 +89,13 @@ SOURCE = (
     "responses); He et al. 2016, 'Identity Mappings in Deep Residual Networks', eqs. 4-5 "
     "(direct propagation) and Table 1 (constant scaling 0.5: 12.35% vs 6.61% error on "
     "ResNet-110); seed article 000, section 3 (H(x) = F(x) + x, identity when F = 0); seed "
-    "article 004 (deep nets struggle to learn the identity; the residual block learns it by "
-    "setting its residual to zero).")
+    "article 004 ('if the network is deep enough it may be unable to learn a function as "
+    "simple as the identity'; 'the network can learn the identity simply by setting the "
+    "residual to zero').")
 
 VAR_ABS_NORMAL = 1.0 - 2.0 / math.pi  # Var(|z|) for z ~ N(0, 1): the loss of predicting the mean
 LOW_LOSS = 0.1  # "low": final loss below 10% of Var(x) (90% of the variance reproduced)
+FAILED = 0.5  # "cannot learn it": final loss above half of Var(x)
 VANISHED = 0.1  # "vanishes": a norm below 1/10 of its value where the signal enters
 SCALE = 0.5  # Identity Mappings Table 1's constant scaling
 WORSE_MARGIN = 0.10  # "trains worse": a final training loss higher by more than 10%
@@ -248,6 +252,16 @@ def layer_response_stds(model, images: np.ndarray) -> list:
 
 
 # ---------------------------------------------------------------------------- the demonstration
+
+
+def planned_runs(config: DemoConfig) -> list:
+    """The nets of (d) and (e) (trained by ``demo`` in parallel beforehand)."""
+    recipe = recipe_for(config)
+    return ([RunSpec.of(f"{kind}{depth}", config.seed, recipe)
+             for depth in sizes_for(config).fig7_depths for kind in ("plain", "resnet")]
+            + [RunSpec.of("resnet20", config.seed, recipe),
+               RunSpec.of("resnet20", config.seed, recipe,
+                          label=f"ResNet-20, shortcut x {SCALE}", shortcut_scale=SCALE)])
 
 
 def measure(config: DemoConfig) -> dict:

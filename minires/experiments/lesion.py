@@ -46,10 +46,11 @@ from minires.experiments.common import (
     save_figure,
 )
 from minires.experiments.training import (
+    RunSpec,
     build_model,
     default_recipe,
     load_split,
-    train_or_load,
+    train_spec,
 )
 from minires.train import evaluate
 
@@ -167,6 +168,11 @@ def setup(config: DemoConfig) -> str:
 # ---------------------------------------------------------------------------- measurement
 
 
+def planned_runs(config: DemoConfig) -> list:
+    """The four nets of seed ``config.seed`` (shared with the degradation demonstration)."""
+    return [RunSpec.of(net, config.seed, label=f"{LABELS[net]} (lesion)") for net in NETS]
+
+
 def measure(config: DemoConfig) -> dict:
     """Train (or load) the four nets; the test error of each intact and without each
     deletable block in turn."""
@@ -174,8 +180,8 @@ def measure(config: DemoConfig) -> dict:
     x_test, y_test = load_split(config, "test", eval_size(config, recipe))
     loader = data.DataLoader((x_test, y_test), 500)
     results, trained_here = {}, {}
-    for net in NETS:
-        trained = train_or_load(config, net, config.seed, label=f"{LABELS[net]} (lesion)")
+    for net, spec in zip(NETS, planned_runs(config), strict=True):
+        trained = train_spec(config, spec)
         trained_here[net] = trained.seconds > 0
         results[net] = lesion_errors(config, trained.model, loader, LABELS[net])
         results[net]["parameters"] = int(trained.model.num_parameters())

@@ -49,10 +49,11 @@ from minires.experiments.common import (
     save_figure,
 )
 from minires.experiments.training import (
+    RunSpec,
     final,
     load_split,
     recipe_for,
-    train_or_load,
+    train_spec,
     training_curve,
 )
 from minires.models import count_parameters, summary
@@ -89,14 +90,18 @@ def close(errors: dict, n: int):
     return at_most(worst, best, [a], [b], measurement_se=error_rate_se(a, b, n))
 
 
-def train_option(config: DemoConfig, option: str, recipe):
+def option_spec(config: DemoConfig, option: str, recipe) -> RunSpec:
     """Option A is the default ResNet-20 (no keyword, so the cache entry is shared with the
     other demonstrations); B and C pass ``shortcut``."""
     if option == "A":
-        return train_or_load(config, "resnet20", config.seed, recipe,
-                             label="ResNet-20 (option A)")
-    return train_or_load(config, "resnet20", config.seed, recipe,
-                         label=f"ResNet-20 (option {option})", shortcut=option)
+        return RunSpec.of("resnet20", config.seed, recipe, label="ResNet-20 (option A)")
+    return RunSpec.of("resnet20", config.seed, recipe, label=f"ResNet-20 (option {option})",
+                      shortcut=option)
+
+
+def planned_runs(config: DemoConfig) -> list:
+    """The three ResNet-20s (trained by ``demo`` in parallel beforehand)."""
+    return [option_spec(config, option, recipe_for(config)) for option in OPTIONS]
 
 
 def image_counts(config: DemoConfig, recipe) -> tuple:
@@ -130,7 +135,8 @@ def measure(config: DemoConfig) -> dict:
     """Train (or load) ResNet-20 with shortcut options A, B, C; per option its parameters,
     MACs, final training/test error and loss, seconds per epoch and training curve."""
     recipe = recipe_for(config)
-    runs = {option: train_option(config, option, recipe) for option in OPTIONS}
+    runs = {option: train_spec(config, option_spec(config, option, recipe))
+            for option in OPTIONS}
     x_train = load_split(config, "train", recipe.train_size)[0]
     n_train, n_test = image_counts(config, recipe)
     stats = {}

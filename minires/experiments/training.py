@@ -10,23 +10,25 @@ a new ``--out``) to retrain.
 Recipes:
 
 * ``quick`` (default): 2,000 images of the embedded MNIST subset (the first 2,000 of its
-  4,000, class-balanced; all 1,000 test images) at 28x28, CIFAR-style nets with widths
-  8/16/32, 3 epochs of batch 32 (63 iterations per epoch, 189 in all), SGD lr 0.1 with
-  half an epoch of linear warm-up from lr / 10, momentum 0.9, weight decay 1e-4,
-  lr / 10 at 50% and 75% of training; the training set is measured in eval mode once,
-  after the last epoch.  Why these sizes: the quick ``demo all`` must run in minutes
-  on a 2-core CPU, and the degradation demonstration alone trains 12 nets (four
-  architectures, three seeds), 56-layer ones costing ~2.5x a 20-layer one; that affords
-  about 6,000 image presentations per net.  Spent as 189 steps of batch 32 rather than 47
-  of the paper's 128 (per image, a step costs about the same on a CPU), they train the
-  nets much further: the 20-layer nets end at 10-13% training error (mean of 3 seeds)
-  where 47 steps of batch 128 leave them at 30-60%.  lr 0.1 is the paper's; the warm-up
-  keeps the 56-layer nets from diverging in their first steps.
+  4,000, class-balanced; all 1,000 test images) averaged down to 14x14
+  (:func:`minires.data.downsample`), CIFAR-style nets with widths 8/16/32, 10 epochs of
+  batch 32 (63 iterations per epoch, 630 in all), SGD lr 0.1 with one epoch of linear
+  warm-up from lr / 10 (as the paper warms up ResNet-110), momentum 0.9, weight decay
+  1e-4, lr / 10 at 50% and 75% of training; the training set is measured in eval mode
+  once, after the last epoch.  Why these sizes: the paper compares nets *at convergence*,
+  and the quick ``demo all`` must still run in minutes on a 2-core CPU.  At 14x14 a step
+  costs a quarter of the arithmetic of 28x28, which buys 630 steps per net: ResNet-20's
+  training loss has flattened by the last epochs (the degradation report shows it), every
+  ResNet ends below 2% training error, and plain-56 still sits far above plain-20.
 * ``full``: the paper's CIFAR-10 recipe (section 4.2): widths 16/32/64, batch 128, 64k
   iterations (about 164 epochs), lr 0.1 / 10 at 32k and 48k, pad-4 crop and flip.
-* ``tiny``: the quick recipe on 1,000 training / 200 test images and widths 4/8/16, for
-  the test suite (96 iterations): enough for plain-20 to leave chance level while
-  plain-56 stays far behind.
+* ``tiny``: 3 epochs on 1,000 training / 200 test images at 14x14 and widths 4/8/16, for
+  the test suite (96 iterations): enough to run every line, not to converge.
+
+With ``jobs`` > 1, :func:`pretrain` trains the nets that the demonstrations are going to
+ask for in that many worker processes (one BLAS thread each) before they run; the
+demonstrations then load them from the cache.  A net trained in a worker is the same as one
+trained in the demonstration's own process at one BLAS thread.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from minires import backend, data, serialization
-from minires.experiments.common import DemoConfig, Stopwatch
+from minires.experiments.common import DemoConfig, Stopwatch, progress
 from minires.functional import cross_entropy
 from minires.models import get_model
 from minires.train import History, Trainer, evaluate, paper_cifar_recipe
@@ -59,6 +61,7 @@ class Recipe:
     train_size: int | None = None  # None: the whole training split
     test_size: int | None = None
     augment: bool = False
+    downsample: int = 1  # average factor x factor pixel blocks (2: MNIST at 14x14)
     # When the training set is measured in eval mode (train_error_eval): after every
     # epoch ("epoch"), or only after the last one ("final", which saves a pass per epoch).
     eval_train: str = "epoch"
@@ -75,24 +78,30 @@ def default_recipe(config: DemoConfig) -> Recipe:
                       augment=config.dataset == "cifar10")
     return config.pick(
         tiny=Recipe(epochs=3, widths=(4, 8, 16), batch_size=32, train_size=1000,
-                    test_size=200, warmup_epochs=0.5, eval_train="final"),
-        quick=Recipe(epochs=3, widths=(8, 16, 32), batch_size=32, train_size=2000,
-                     warmup_epochs=0.5, eval_train="final"),
+                    test_size=200, warmup_epochs=0.5, eval_train="final", downsample=2),
+        quick=Recipe(epochs=10, widths=(8, 16, 32), batch_size=32, train_size=2000,
+                     warmup_epochs=1.0, eval_train="final", downsample=2),
         full=None)
 
 
 @functools.lru_cache(maxsize=4)
-def _dataset(name: str, split: str, data_dir: str | None):
+def _dataset(name: str, split: str, data_dir: str | None, factor: int):
     if name == "mnist":
-        return data.load_mnist(split)
-    return data.load_cifar10(data_dir, split=split)
+        images, labels = data.load_mnist(split)
+    else:
+        images, labels = data.load_cifar10(data_dir, split=split)
+    return data.downsample(images, factor), labels
 
 
-def load_split(config: DemoConfig, split: str, size: int | None = None):
-    """(images, labels) of the demo's dataset; the first ``size`` of them when given
-    (the embedded MNIST split is stored class-balanced in blocks of 10, so any prefix
-    that is a multiple of 10 stays balanced)."""
-    images, labels = _dataset(config.dataset, split, config.data_dir)
+def load_split(config: DemoConfig, split: str, size: int | None = None,
+               downsample: int | None = None):
+    """(images, labels) of the demo's dataset at the resolution its nets are trained on
+    (``downsample``, by default ``default_recipe(config).downsample``); the first ``size``
+    of them when given (the embedded MNIST split is stored class-balanced in blocks of 10,
+    so any prefix that is a multiple of 10 stays balanced)."""
+    if downsample is None:
+        downsample = default_recipe(config).downsample
+    images, labels = _dataset(config.dataset, split, config.data_dir, downsample)
     if size is not None:
         images, labels = images[:size], labels[:size]
     return images, labels
@@ -100,8 +109,8 @@ def load_split(config: DemoConfig, split: str, size: int | None = None):
 
 def make_loaders(config: DemoConfig, recipe: Recipe, seed: int):
     """Training loader (shuffled with ``seed``, augmented per recipe) and test loader."""
-    x_train, y_train = load_split(config, "train", recipe.train_size)
-    x_test, y_test = load_split(config, "test", recipe.test_size)
+    x_train, y_train = load_split(config, "train", recipe.train_size, recipe.downsample)
+    x_test, y_test = load_split(config, "test", recipe.test_size, recipe.downsample)
     transform = None
     if recipe.augment:
         size = x_train.shape[-1]
@@ -207,6 +216,102 @@ def train_or_load(config: DemoConfig, name: str, seed: int, recipe: Recipe | Non
     serialization.save({"model": model.state_dict(), "history": list(history),
                         "steps": steps}, cache)
     return TrainedRun(name, model, history, seconds, key, steps)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run a demonstration will ask :func:`train_or_load` for: declared before
+    it runs (its ``planned_runs(config)``), so :func:`pretrain` can train them in parallel."""
+
+    name: str
+    seed: int
+    recipe: Recipe | None = None
+    label: str | None = None
+    kwargs: tuple = ()  # the model settings, as sorted (name, value) pairs
+
+    @classmethod
+    def of(cls, name: str, seed: int, recipe: Recipe | None = None, label: str | None = None,
+           **model_kwargs) -> RunSpec:
+        return cls(name, seed, recipe, label, tuple(sorted(model_kwargs.items())))
+
+    def cache_file(self, config: DemoConfig) -> Path:
+        recipe = self.recipe or default_recipe(config)
+        key = _run_key(self.name, self.seed, recipe, dict(self.kwargs), config)
+        return Path(config.out) / "cache" / f"{key}.safetensors"
+
+    def cost(self) -> float:
+        """Relative training cost, to start the longest runs first: the depth, x2 for
+        highway nets (their gates are a third convolution per block)."""
+        depth = int("".join(ch for ch in self.name if ch.isdigit()) or 20)
+        return depth * (2.0 if self.name.startswith("highway") else 1.0)
+
+
+def train_spec(config: DemoConfig, spec: RunSpec) -> TrainedRun:
+    """:func:`train_or_load` of ``spec``."""
+    return train_or_load(config, spec.name, spec.seed, spec.recipe, spec.label,
+                         **dict(spec.kwargs))
+
+
+def _limit_blas_threads() -> None:
+    """Worker initialiser: one BLAS thread per worker process (the workers are the
+    parallelism; more threads would only contend for the same cores)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # the environment the pool was started with says 1 already
+        return
+    threadpool_limits(1)
+
+
+def _train_in_worker(config: DemoConfig, spec: RunSpec) -> float:
+    return train_spec(dataclasses.replace(config, progress=False), spec).seconds
+
+
+def pretrain(config: DemoConfig, specs, jobs: int) -> int:
+    """Train the runs of ``specs`` that are not cached yet in ``jobs`` worker processes
+    (spawned, one BLAS thread each), longest first; return how many were trained.
+
+    With ``jobs`` <= 1 (or nothing to train) it does nothing: the demonstrations train
+    what they need themselves, as they go.
+    """
+    todo, seen = [], set()
+    for spec in specs:
+        path = spec.cache_file(config)
+        if path not in seen and not path.exists():
+            seen.add(path)
+            todo.append(spec)
+    if jobs <= 1 or not todo:
+        return 0
+    import concurrent.futures
+    import multiprocessing
+    import os
+
+    todo.sort(key=RunSpec.cost, reverse=True)
+    jobs = min(jobs, len(todo))
+    if config.progress:
+        print(f"  training {len(todo)} nets in {jobs} processes (1 BLAS thread each)",
+              flush=True)
+    # Spawned workers read these when they load NumPy: 1 thread even without threadpoolctl.
+    saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
+    os.environ.update({name: "1" for name in BLAS_THREAD_VARIABLES})
+    try:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            jobs, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_limit_blas_threads)
+        with pool:
+            futures = [pool.submit(_train_in_worker, config, spec) for spec in todo]
+            finished = concurrent.futures.as_completed(futures)
+            for future in progress(finished, "pretraining", config.progress, len(futures)):
+                future.result()  # a worker's exception is raised here
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return len(todo)
+
+
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def test_error(config: DemoConfig, model, recipe: Recipe | None = None) -> float:
