@@ -1,6 +1,7 @@
 """Command line: ``python -m minires COMMAND``.  Run with ``--help`` for the commands."""
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -236,7 +237,7 @@ def train(args) -> int:
 def demo(args) -> int:
     """Run one demonstration (or all) and write figures, JSON and report.md into --out."""
     from minires.experiments import available_demos, pretrain, run_demo
-    from minires.experiments.common import DemoConfig
+    from minires.experiments.common import DemoConfig, write_text
 
     names = available_demos() if args.name == "all" else [args.name]
     device = _check_device(args.device)  # every demonstration, even one that runs on the CPU
@@ -259,7 +260,13 @@ def demo(args) -> int:
         for verdict in result.verdicts:
             print(f"   {verdict.word:>13}: {verdict.claim}")
         print(f"   ({result.wall_time_s:.1f} s)", flush=True)
-    print(f"wrote {config.out / 'report.md'} in {time.perf_counter() - start:.0f} s")
+    seconds = time.perf_counter() - start
+    # How the whole run went, for tools/update_docs.py: the demonstrations' own JSON files
+    # do not count the nets trained beforehand.
+    write_text(config.out / "run.json", json.dumps({
+        "demos": names, "seconds": seconds, "jobs": jobs, "nets_pretrained": trained,
+        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS")}, indent=2))
+    print(f"wrote {config.out / 'report.md'} in {seconds:.0f} s")
     return 0
 
 

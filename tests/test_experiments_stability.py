@@ -98,3 +98,8 @@ def test_update_docs_section_names_machine_threads_time_and_stability(tmp_path):
     assert "| lesion | a \\| b | **holds** |" in text
     assert "| stability table |" in text
     assert "docs/demo/lesion_errors.png" in text
+    assert "processes" not in text  # no run.json: nothing said about pretraining
+    # demo writes run.json: the whole run's time (with the nets trained beforehand) and jobs
+    (tmp_path / "run.json").write_text(json.dumps({"seconds": 420.0, "jobs": 2}))
+    text = docs.results_section(tmp_path, None, "1")
+    assert "took 7.0 minutes" in text and "nets trained in 2 processes" in text

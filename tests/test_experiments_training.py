@@ -2,6 +2,7 @@
 parallel worker processes before the demonstrations run."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -88,3 +89,17 @@ def test_demo_jobs_must_be_positive(jobs, tmp_path, capsys):
 
     assert main(["demo", "vanishing", "--jobs", jobs, "--out", str(tmp_path)]) == 2
     assert "error: --jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_demo_writes_how_the_whole_run_went(tmp_path, capsys):
+    """run.json: the whole run's wall time and jobs (the demonstrations' own JSON files do
+    not count nets trained beforehand); vanishing trains no nets, so none are pretrained."""
+
+    from minires.__main__ import main
+
+    assert main(["demo", "vanishing", "--jobs", "2", "--no-progress",
+                 "--out", str(tmp_path)]) == 0
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["demos"] == ["vanishing"] and run["jobs"] == 2
+    assert run["nets_pretrained"] == 0 and run["seconds"] > 0
+    assert "trained" not in capsys.readouterr().out.split("==")[0]

@@ -54,8 +54,17 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {platform.platform()}"
 
 
+def run_record(out: Path) -> dict:
+    """What ``demo`` wrote about the whole run (run.json: seconds, jobs), or {}."""
+    path = out / "run.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def run_seconds(out: Path) -> float:
-    """The sum of the demonstrations' own wall times (their JSON files)."""
+    """The run's wall time: run.json's, else the sum of the demonstrations' own wall times
+    (their JSON files; these miss the nets trained before the demonstrations ran)."""
+    if "seconds" in run_record(out):
+        return float(run_record(out)["seconds"])
     return sum(json.loads((out / f"{n}.json").read_text())["wall_time_s"]
                for n in DEMO_ORDER if (out / f"{n}.json").exists())
 
@@ -66,8 +75,11 @@ def results_section(out: Path, total_seconds: float | None, threads: str | None 
     the stability table (when given) and the figures."""
     lines = [MARKER, "", "### What the default run measured", ""]
     seconds = run_seconds(out) if total_seconds is None else total_seconds
+    jobs = run_record(out).get("jobs")
+    trained = f", nets trained in {jobs} processes of one BLAS thread" if jobs else ""
     lines += [f"`python -m minires demo all` took {seconds / 60:.1f} minutes (quick mode, "
-              f"embedded MNIST) on {machine()}, OPENBLAS_NUM_THREADS={threads or 'unset'}.  "
+              f"embedded MNIST) on {machine()}, OPENBLAS_NUM_THREADS={threads or 'unset'}"
+              f"{trained}.  "
               "The full report with every table is "
               "[docs/demo/report.md](docs/demo/report.md).", ""]
     lines += ["| demonstration | claim | verdict |", "|---|---|---|"]
@@ -99,13 +111,14 @@ def main() -> int:
     args = parser.parse_args()
     import os
 
-    threads = args.threads or os.environ.get("OPENBLAS_NUM_THREADS")
     stability = Path(args.stability).read_text() if args.stability else None
     if args.source:
         out, seconds = Path(args.source), args.seconds
     else:
         out = ROOT / "build" / "demo"
         seconds = run_demos(out)
+    threads = (args.threads or run_record(out).get("OPENBLAS_NUM_THREADS")
+               or os.environ.get("OPENBLAS_NUM_THREADS"))
     if not (out / "report.md").exists():
         print(f"error: no report.md in {out}; run `python -m minires demo all --out {out}`")
         return 2

@@ -271,7 +271,9 @@ def pretrain(config: DemoConfig, specs, jobs: int) -> int:
     (spawned, one BLAS thread each), longest first; return how many were trained.
 
     With ``jobs`` <= 1 (or nothing to train) it does nothing: the demonstrations train
-    what they need themselves, as they go.
+    what they need themselves, as they go.  Spawned workers import the calling script
+    again, so a script that calls this needs the usual ``if __name__ == "__main__":``
+    guard (``python -m minires demo`` and notebooks need nothing).
     """
     todo, seen = [], set()
     for spec in specs:
