@@ -2,6 +2,8 @@
 the identity, signals at initialisation, the Figure-7 response hooks, and its files."""
 
 
+import json
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from minires.autograd import Tensor, no_grad
 from minires.experiments import common, identity
 from minires.experiments.identity import block_stack, layer_response_stds, sizes_for
 from minires.models import get_model
-from tests.demo_check import assert_demo_files
+from tests.demo_check import assert_demo_files, assert_each_flip_breaks_its_verdict
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +155,74 @@ def test_quick_mode_claims(tmp_path):
     assert verdict(result, "The residual stack keeps").holds
     learned = result.numbers["learning"]
     assert learned["residual"]["1"]["final_fraction"] < learned["plain"]["1"]["final_fraction"]
+
+
+def test_numbers_are_json_and_give_the_same_verdicts(demo):
+    """measure returns plain JSON (no dataclasses, no trained runs): the verdicts computed
+    from the NAME.json written to disk are the demonstration's own."""
+    result, config, _ = demo
+    json.dumps(result.numbers)  # no `default=`: every value is a JSON type
+    saved = json.loads((config.out / "identity.json").read_text())["numbers"]
+    assert identity.verdicts(saved) == result.verdicts
+    curve = saved["scaling"]["scaled"]["curve"]
+    assert len(curve["x"]) == len(curve["train_loss"]) > 0 and curve["unit"] == "iteration"
+
+
+def given_numbers() -> dict:
+    """Hand-made numbers on which every identity verdict holds, each with a margin."""
+    depths, fig7 = [1, 3, 10], [20, 32]
+
+    def exact(stack, what, mode, diff, rel):
+        return {"stack": stack, "input": what, "mode": mode, "max_abs_diff": diff,
+                "rel_diff": rel, "dtype": "float32"}
+
+    rows = [exact(s, "non-negative", m, 2.0, 0.9) for s in ("plain", "plain, gamma = 0")
+            for m in ("train", "eval")]
+    rows += [exact("residual, gamma = 0", "non-negative", m, 0.0, 0.0) for m in ("train", "eval")]
+    rows += [exact("residual, gamma = 0", "signed", m, 1.5, 0.7) for m in ("train", "eval")]
+    fractions = {"plain": [0.7, 1.2, 1.25], "residual": [0.05, 0.5, 1.0]}
+    signal = {"forward_min_ratio": 1.0, "backward_min_ratio": 0.8,
+              "backward_input_over_output": 1.2, "backward_factor": 1.0}
+    return {
+        "sizes": {"exact_depth": 100, "depths": depths, "fig7_depths": fig7, "steps": 60},
+        "exact": {f"{e['stack']} | {e['input']} | {e['mode']}": e for e in rows},
+        "learning": {kind: {str(d): {"final_fraction": f} for d, f in zip(depths, fs,
+                                                                            strict=True)}
+                     for kind, fs in fractions.items()},
+        "signals": {"plain": signal | {"backward_spread": 30.0},
+                    "residual": signal | {"backward_spread": 1.5}},
+        "responses": {"plain20": {"mean_std": 1.0}, "plain32": {"mean_std": 1.0},
+                      "resnet20": {"mean_std": 0.8, "fraction_below_plain": 0.9},
+                      "resnet32": {"mean_std": 0.6, "fraction_below_plain": 1.0}},
+        "scaling": {"identity": {"train_loss": 0.10, "train_error": 0.02, "test_error": 0.05},
+                    "scaled": {"train_loss": 0.20, "train_error": 0.05, "test_error": 0.08}},
+    }
+
+
+# One measured quantity moved past its verdict's threshold: (verdict index, path, value).
+FLIPS = [
+    (0, ("exact", "residual, gamma = 0 | non-negative | eval", "max_abs_diff"), 1e-7),
+    (1, ("exact", "plain, gamma = 0 | non-negative | train", "rel_diff"), 0.4),
+    (2, ("learning", "plain", "10", "final_fraction"), 0.6),  # below the 0.7 at 1 block
+    (3, ("learning", "residual", "1", "final_fraction"), 0.2),  # above LOW_LOSS = 0.1
+    (4, ("signals", "residual", "forward_min_ratio"), 0.05),  # below VANISHED = 0.1
+    (5, ("signals", "residual", "backward_spread"), 31.0),  # wider than the plain 30
+    (6, ("responses", "plain32", "mean_std"), 0.5),  # ResNet-32's 0.6 is not smaller
+    (7, ("responses", "resnet32", "mean_std"), 0.9),  # above ResNet-20's 0.8, below plain
+    (8, ("scaling", "scaled", "train_loss"), 0.105),  # ratio 1.05 < 1 + WORSE_MARGIN
+]
+
+
+def test_verdicts_on_given_numbers():
+    base = assert_each_flip_breaks_its_verdict(identity.verdicts, given_numbers, FLIPS)
+    assert len(base) == 9 and sorted({i for i, _, _ in FLIPS}) == list(range(9))
+    assert base[2].evidence == "plain fractions 1: 0.7, 3: 1.2, 10: 1.25"
+    assert base[3].evidence.startswith("at 1 block(s): 1: residual 0.05 vs plain 0.7")
+
+
+def test_setup_is_built_before_measuring(tmp_path, demo):
+    config = common.DemoConfig(tiny=True, out=tmp_path / "fresh", progress=False)
+    text = identity.setup(config)
+    assert not config.out.exists()  # nothing trained, loaded or written
+    assert text == demo[0].setup
+    assert "(a) 100 BasicBlocks" in text and "plain/ResNet-20/32" in text

@@ -8,13 +8,14 @@ while the thresholds sit orders of magnitude away (e.g. sigmoid ratio < 1e-3).
 """
 
 
+import json
+
 import numpy as np
 import pytest
 
-from minires import backend
 from minires.experiments import common, vanishing
 from minires.experiments.vanishing import decay_factor, key, sigmoid_chain, summarise
-from tests.demo_check import assert_demo_files
+from tests.demo_check import assert_demo_files, assert_each_flip_breaks_its_verdict
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +117,75 @@ def test_sigmoid_chain_against_finite_differences():
     assert all(0 < s <= 0.25 for s in chain["sigma_prime"])
 
 
-def test_mlp_structure_and_residual_forward():
-    with backend.default_dtype(np.float64):
-        model = vanishing.MLP(4, 8, "tanh", "he", batchnorm=True, residual=True)
-        assert len(model.linears) == 4 and len(model.acts) == 3 and len(model.norms) == 3
-        assert all(float(np.abs(lin.bias.data).max()) == 0 for lin in model.linears)
-        x = np.random.default_rng(0).normal(size=(16, 784))
-        weight, signal, loss = vanishing.gradient_norms(model, x, np.arange(16) % 10)
-    assert weight.shape == (4,) and signal.shape == (3,)
-    assert np.all(weight > 0) and np.isfinite(loss)
-    with pytest.raises(ValueError, match="init"):
-        vanishing.MLP(3, 8, "relu", "orthogonal")
+def test_numbers_are_json_and_give_the_same_verdicts(demo):
+    """measure returns plain JSON: the verdicts computed from the NAME.json written to disk
+    are the demonstration's own, and the histograms drawn are counts of every unit."""
+    result, config, _ = demo
+    json.dumps(result.numbers)  # no `default=`: every value is a JSON type
+    saved = json.loads((config.out / "vanishing.json").read_text())["numbers"]
+    assert vanishing.verdicts(saved) == result.verdicts
+    sizes = vanishing.sizes_for(config)
+    for entry in saved["activations"].values():
+        assert len(entry["histogram"]) == sizes.main_depth - 1  # one per hidden layer
+        assert all(sum(c) == sizes.hist_batch * sizes.width for c in entry["histogram"])
+
+
+def given_numbers() -> dict:
+    """Hand-made numbers on which every vanishing verdict holds, each with a margin."""
+    def grads(ratio, rho, spread):
+        return {"ratio_hidden": ratio, "ratio_all": ratio, "decay_factor": rho,
+                "spread_hidden": spread, "spread_all": spread}
+
+    main = {key("sigmoid", "plain", "xavier"): grads(1e-4, 0.24, 1e4),
+            key("sigmoid", "plain", "he"): grads(1e-3, 0.3, 1e3),
+            key("sigmoid", "plain", "normal"): grads(0.5, 0.9, 3.0),
+            key("relu", "plain", "he"): grads(1.0, 1.0, 2.0),
+            key("sigmoid", "bn", "xavier"): grads(0.8, 0.99, 3.0),
+            key("sigmoid", "residual", "xavier"): grads(0.5, 1.01, 4.0)}
+    layers = 19
+    return {
+        "chain": {"rel_error": 1e-15, "symbolic": 0.01, "autograd": 0.01,
+                  "sigma_prime": [0.2, 0.1, 0.25, 0.05], "max_sigma_prime_on_grid": 0.25},
+        "sizes": {"main_depth": 20, "depths": [5, 20]},
+        "gradients": {"5": {key("sigmoid", "plain", "xavier"): grads(0.1, 0.24, 10.0)},
+                      "20": main},
+        "activations": {
+            "std 1": {"saturated_overall": 0.8},
+            "std 0.01": {"near_half_per_layer": [1.0] * layers, "saturated_overall": 0.0,
+                         "std_per_layer": [0.002] * layers},
+            "Xavier": {"near_half_per_layer": [0.3] * layers, "saturated_overall": 0.01,
+                       "std_per_layer": [0.2] * layers}},
+    }
+
+
+# One measured quantity moved past its verdict's threshold: (verdict index, path, value).
+FLIPS = [
+    (0, ("chain", "rel_error"), 1e-9),
+    (1, ("chain", "sigma_prime"), [0.2, 0.1, 0.26, 0.05]),
+    (1, ("chain", "max_sigma_prime_on_grid"), 0.2500001),
+    (2, ("gradients", "20", key("sigmoid", "plain", "xavier"), "ratio_hidden"), 2e-3),
+    (3, ("gradients", "20", key("sigmoid", "plain", "xavier"), "decay_factor"), 0.26),
+    (4, ("gradients", "5", key("sigmoid", "plain", "xavier"), "ratio_hidden"), 1e-5),
+    (5, ("gradients", "20", key("relu", "plain", "he"), "spread_hidden"), 11.0),
+    (6, ("gradients", "20", key("sigmoid", "bn", "xavier"), "spread_hidden"), 11.0),
+    (7, ("gradients", "20", key("sigmoid", "residual", "xavier"), "spread_hidden"), 11.0),
+    (8, ("activations", "std 1", "saturated_overall"), 0.4),
+    (9, ("activations", "std 0.01", "near_half_per_layer"), [1.0] * 18 + [0.8]),
+    (9, ("activations", "std 0.01", "saturated_overall"), 0.001),
+    (10, ("activations", "Xavier", "std_per_layer"), [0.2] * 18 + [0.04]),
+    (10, ("activations", "Xavier", "saturated_overall"), 0.06),
+]
+
+
+def test_verdicts_on_given_numbers():
+    base = assert_each_flip_breaks_its_verdict(vanishing.verdicts, given_numbers, FLIPS)
+    assert len(base) == 11 and sorted({i for i, _, _ in FLIPS}) == list(range(11))
+    assert base[4].evidence == "L=5: 1.0e-01, L=20: 1.0e-04"
+
+
+def test_setup_is_built_before_measuring(tmp_path, demo):
+    config = common.DemoConfig(tiny=True, out=tmp_path / "fresh", progress=False)
+    text = vanishing.setup(config)
+    assert not config.out.exists()  # nothing measured or written
+    assert text == demo[0].setup
+    assert "MLPs of 5, 20 Linear layers (784 -> 64 -> ... -> 64 -> 10)" in text

@@ -4,11 +4,12 @@ A demonstration is a module in :mod:`minires.experiments` with ``NAME``, ``TITLE
 function ``run(config) -> DemoResult``.  It states a *claim* and its *source* (paper
 section, table or figure, or a seed article), measures, and reports verdicts computed
 from the measured numbers (never written by hand): a claim can fail, and then the
-report says ``does not hold``.  Most read in that order, claim -> setup -> measurement ->
+report says ``does not hold``.  Each reads in that order, claim -> setup -> measurement ->
 verdict: ``CLAIM`` and ``SOURCE``, ``setup(config)`` (what is built, fixed before
 measuring), ``measure(config) -> numbers``, ``verdicts(numbers)`` (one rule each, from the
-statistics below), and apart from them ``report`` and ``plots``; :func:`demonstrate` runs
-those steps.
+statistics below), and apart from them ``report`` and ``plots`` (in a ``NAME_report``
+module when they are long, exposed with :func:`lazy`); :func:`demonstrate` runs those
+steps.
 
 Output, under ``config.out``:
 
@@ -24,6 +25,7 @@ All files are written atomically (temporary file, then rename).
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import platform
@@ -412,6 +414,18 @@ class Stopwatch:
 def seed_everything(seed: int) -> None:
     """Seed minires's generators (weights, shuffling, augmentation, dropout)."""
     backend.manual_seed(seed)
+
+
+def lazy(module: str, function: str):
+    """``function`` of ``module``, imported when first called: how a demonstration exposes
+    the ``plots`` and ``report`` of its own report module, which imports the demonstration
+    (importing it at the top would be a cycle)."""
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), function)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = function
+    call.__doc__ = f"``{function}`` of :mod:`{module}` (imported when called)."
+    return call
 
 
 def demonstrate(demo, config: DemoConfig) -> DemoResult:

@@ -48,7 +48,8 @@ What is measured, in five parts:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -59,14 +60,18 @@ from minires.experiments.common import (
     DemoConfig,
     DemoResult,
     Stopwatch,
+    Verdict,
     decay_factor,
+    demonstrate,
     forward_eval,
+    lazy,
     progress,
 )
 from minires.experiments.training import (
     RunSpec,
     load_split,
     recipe_for,
+    run_numbers,
     train_or_load,
 )
 from minires.models import BasicBlock
@@ -250,8 +255,34 @@ def layer_response_stds(model, images: np.ndarray) -> list:
             handle.remove()
     return stds
 
+# ---------------------------------------------------------------------------- setup
 
-# ---------------------------------------------------------------------------- the demonstration
+
+def setup(config: DemoConfig) -> str:
+    """What is built and measured, fixed before anything is measured."""
+    sizes, recipe = sizes_for(config), recipe_for(config)
+    L = sizes.depths[-1]
+    return (
+        f"(a) {sizes.exact_depth} BasicBlocks (conv3x3-BN-ReLU-conv3x3-BN, + x, ReLU) of "
+        f"{sizes.width} channels on {sizes.size}x{sizes.size} maps, a batch of "
+        f"{sizes.batch} inputs x = |N(0,1)|, float32, train mode (batch statistics) and "
+        f"eval mode. (b) Plain and residual stacks of {', '.join(map(str, sizes.depths))} "
+        f"such blocks, standard initialisation (He-normal convolutions, BN gamma 1, beta "
+        f"0), trained with Adam (lr {sizes.lr:g}) for {sizes.steps} steps, a fresh batch of "
+        f"{sizes.batch} every step, MSE to the input; final loss = mean of the last 10 "
+        f"steps; Var(x) = 1 - 2/pi = {VAR_ABS_NORMAL:.3f} is the loss of outputting the "
+        f"mean. (c) The {L}-block stacks at initialisation, train mode: RMS of each block's "
+        f"output and ||dL/dx_l|| for L = sum(x_L r) / batch, r ~ N(0,1) fixed. "
+        f"(d) plain/ResNet-{'/'.join(map(str, sizes.fig7_depths))} trained on "
+        f"{config.dataset} with the shared default recipe ({recipe.epochs} epochs, widths "
+        f"{'/'.join(map(str, recipe.widths))}, seed {config.seed}); std of each 3x3 layer's "
+        f"BN output over {sizes.response_images} test images (eval mode). (e) ResNet-20 with "
+        f"every shortcut scaled by {SCALE} vs the identity-shortcut ResNet-20, same recipe "
+        f"and seed; training loss and error from an eval-mode pass over the training set "
+        f"after the last epoch.")
+
+
+# ---------------------------------------------------------------------------- measurement
 
 
 def planned_runs(config: DemoConfig) -> list:
@@ -264,18 +295,31 @@ def planned_runs(config: DemoConfig) -> list:
                           label=f"ResNet-20, shortcut x {SCALE}", shortcut_scale=SCALE)])
 
 
+def response_statistics(responses: dict, depths) -> dict:
+    """Per net its layers' response stds, their mean and median; per ResNet also the
+    fraction of its layers whose std is below the plain net's of the same depth."""
+    stats = {name: {"stds": s, "mean_std": float(np.mean(s)), "median_std":
+                    float(np.median(s)), "layers": len(s)} for name, s in responses.items()}
+    for depth in depths:
+        plain, res = stats[f"plain{depth}"], stats[f"resnet{depth}"]
+        res["fraction_below_plain"] = float(np.mean(np.asarray(res["stds"])
+                                                    < np.asarray(plain["stds"])))
+    return stats
+
+
 def measure(config: DemoConfig) -> dict:
-    """(a)-(e): the exactness table, the learning runs, the signals at initialisation, the
-    Figure-7 responses of trained nets and the scaled-shortcut comparison."""
+    """(a)-(e), JSON-able: the exactness table, the learning runs (keyed by depth as a
+    string), the signals at initialisation, the Figure-7 response statistics of trained nets
+    and the scaled-shortcut comparison (final losses, errors and training curves)."""
     sizes = sizes_for(config)
     recipe = recipe_for(config)
     with Stopwatch() as cheap:
         exact = exact_identity(sizes, config.seed)
         jobs = [(d, r) for d in sizes.depths for r in (False, True)]
-        learned = {}
+        learning = {}
         for depth, residual in progress(jobs, "identity: learning the identity",
                                         config.progress):
-            learned.setdefault("residual" if residual else "plain", {})[depth] = \
+            learning.setdefault("residual" if residual else "plain", {})[str(depth)] = \
                 learn_identity(depth, residual, sizes, config.seed)
         signals = {kind: signal_norms(sizes.depths[-1], kind == "residual", sizes,
                                       config.seed) for kind in ("plain", "residual")}
@@ -296,25 +340,127 @@ def measure(config: DemoConfig) -> dict:
                                           shortcut_scale=SCALE)}
     training_seconds = {name: r.seconds for name, r in
                         list(nets.items()) + [("resnet20_scale0.5", scaled["scaled"])]}
-    return {"sizes": sizes, "recipe": recipe, "exact": exact, "learned": learned,
-            "signals": signals, "responses": responses, "scaled": scaled,
+    scaling = {kind: run_numbers(run_) | {"train_loss_curve": run_.history["train_loss"]}
+               for kind, run_ in scaled.items()}
+    return {"sizes": asdict(sizes), "recipe": dict(recipe.__dict__),
+            "thresholds": {"low_loss_fraction": LOW_LOSS, "vanished": VANISHED,
+                           "worse_margin": WORSE_MARGIN, "var_abs_normal": VAR_ABS_NORMAL,
+                           "failed_fraction": FAILED},
+            "exact": exact, "learning": learning, "signals": signals,
+            "responses": response_statistics(responses, sizes.fig7_depths),
+            "scaling": scaling,
             "timing": {"stacks_s": cheap.seconds, "trained_nets_s": trained.seconds,
                        "training_seconds_now": training_seconds}}
 
 
-def run(config: DemoConfig) -> DemoResult:
-    """measure, then the figures and the report with its verdicts
-    (:mod:`minires.experiments.identity_report`)."""
-    from minires.experiments import identity_report as report  # it imports this module
+# ---------------------------------------------------------------------------- verdicts
 
-    result = DemoResult(NAME, TITLE, CLAIM, SOURCE, setup="")
-    with Stopwatch() as watch:
-        m = measure(config)
-        result.figures = [report.plot_depth(config, m["sizes"], m["learned"], m["signals"]),
-                          report.plot_responses(config, m["responses"]),
-                          report.plot_scaling(config, m["scaled"])]
-    report.report(result, config, m["sizes"], m["recipe"], m["exact"], m["learned"],
-                  m["signals"], m["responses"], m["scaled"])
-    result.numbers["timing"] = m["timing"]
-    result.wall_time_s = watch.seconds
-    return result
+
+def fractions(numbers: dict, kind: str) -> list:
+    """Final loss / Var(x) of the ``kind`` ("plain" or "residual") stacks, by depth."""
+    return [numbers["learning"][kind][str(d)]["final_fraction"]
+            for d in numbers["sizes"]["depths"]]
+
+
+def rescued_depths(numbers: dict) -> list:
+    """The depths at which the plain stack cannot learn the identity (fraction above
+    FAILED) and the residual stack learns it (below LOW_LOSS)."""
+    return [d for d, r, p in zip(numbers["sizes"]["depths"], fractions(numbers, "residual"),
+                                 fractions(numbers, "plain"), strict=True)
+            if p > FAILED and r < LOW_LOSS]
+
+
+def exact_cases(numbers: dict, stack: str) -> list:
+    """The rows of (a) for the zero-gamma residual stack on non-negative input
+    (``stack="residual"``) or for both plain stacks (``stack="plain"``)."""
+    rows = numbers["exact"].values()
+    if stack == "residual":
+        return [e for e in rows
+                if e["stack"] == "residual, gamma = 0" and e["input"] == "non-negative"]
+    return [e for e in rows if e["stack"].startswith("plain")]
+
+
+def verdicts(numbers: dict) -> list:
+    """One verdict per claim, in the order (a) exactness, (b) learning, (c) signals,
+    (d) Figure 7, (e) constant scaling."""
+    sizes, signals = numbers["sizes"], numbers["signals"]
+    depths, L = sizes["depths"], sizes["depths"][-1]
+    zero, plain_exact = exact_cases(numbers, "residual"), exact_cases(numbers, "plain")
+    res, plain = fractions(numbers, "residual"), fractions(numbers, "plain")
+    reached = rescued_depths(numbers)
+    s_res, s_plain = signals["residual"], signals["plain"]
+    stats, (small, big) = numbers["responses"], sizes["fig7_depths"]
+    pairs = [(d, stats[f"resnet{d}"]["mean_std"], stats[f"plain{d}"]["mean_std"],
+              stats[f"resnet{d}"]["fraction_below_plain"]) for d in sizes["fig7_depths"]]
+    ident, half = numbers["scaling"]["identity"], numbers["scaling"]["scaled"]
+    ratio = half["train_loss"] / ident["train_loss"]
+    return [
+        Verdict(f"{sizes['exact_depth']} residual blocks with gamma = 0 compute exactly the "
+                f"identity on non-negative input (max |out - in| = 0 in float32, train and "
+                f"eval mode)",
+                all(e["max_abs_diff"] == 0.0 for e in zero),
+                ", ".join(f"{e['mode']}: {e['max_abs_diff']:g}" for e in zero)),
+        Verdict("The plain stack is not the identity, with gamma = 0 or as initialised "
+                "(relative difference above 0.5)",
+                all(e["rel_diff"] > 0.5 for e in plain_exact),
+                ", ".join(f"{e['stack']} ({e['mode']}): {e['rel_diff']:.3g}"
+                          for e in plain_exact)),
+        Verdict(f"Plain stacks get worse with depth (final loss at {L} blocks above that at "
+                f"{depths[0]}, and above {FAILED:g} Var(x))",
+                plain[-1] > plain[0] and plain[-1] > FAILED,
+                "plain fractions " + ", ".join(f"{d}: {v:.3g}" for d, v in
+                                               zip(depths, plain, strict=True))),
+        Verdict(f"Where a plain stack cannot learn the identity (final loss above {FAILED:g} "
+                f"Var(x)), a residual stack of the same depth learns it (below {LOW_LOSS:g} "
+                f"Var(x))",
+                bool(reached),
+                (f"at {', '.join(map(str, reached))} block(s): " if reached else "at no depth: ")
+                + ", ".join(f"{d}: residual {r:.3g} vs plain {p:.3g}" for d, r, p in
+                            zip(depths, res, plain, strict=True))),
+        Verdict(f"Through {L} residual blocks neither the forward signal nor the backward "
+                f"gradient vanishes (never below 1/{1 / VANISHED:g} of its value where it "
+                f"enters)",
+                s_res["forward_min_ratio"] >= VANISHED and s_res["backward_min_ratio"] >= VANISHED,
+                f"forward: min/input {s_res['forward_min_ratio']:.3g}; backward: min/output "
+                f"{s_res['backward_min_ratio']:.3g}; input/output gradient "
+                f"{s_res['backward_input_over_output']:.3g}"),
+        Verdict("The residual stack keeps the gradient norm within a narrower range across "
+                "depth than the plain stack (max/min over the blocks)",
+                s_res["backward_spread"] < s_plain["backward_spread"],
+                f"residual {s_res['backward_spread']:.3g} (rho {s_res['backward_factor']:.3f} "
+                f"per block), plain {s_plain['backward_spread']:.3g} (rho "
+                f"{s_plain['backward_factor']:.3f})"),
+        Verdict("ResNet responses are generally smaller than the plain nets' (mean std over "
+                "the layers, at both depths)",
+                all(r < p for _, r, p, _ in pairs),
+                "; ".join(f"depth {d}: ResNet {r:.3f} vs plain {p:.3f} (ResNet smaller at "
+                          f"{100 * b:.0f}% of the layers)" for d, r, p, b in pairs)),
+        Verdict(f"The deeper ResNet has smaller responses (mean std of ResNet-{big} below "
+                f"ResNet-{small})",
+                stats[f"resnet{big}"]["mean_std"] < stats[f"resnet{small}"]["mean_std"],
+                f"ResNet-{big} {stats[f'resnet{big}']['mean_std']:.3f}, ResNet-{small} "
+                f"{stats[f'resnet{small}']['mean_std']:.3f} (plain-{big} "
+                f"{stats[f'plain{big}']['mean_std']:.3f}, plain-{small} "
+                f"{stats[f'plain{small}']['mean_std']:.3f})"),
+        Verdict(f"Scaling the shortcut by {SCALE} trains worse than the identity (final "
+                f"training loss higher by more than {100 * WORSE_MARGIN:.0f}%)",
+                ratio > 1 + WORSE_MARGIN,
+                f"training loss {half['train_loss']:.4f} vs {ident['train_loss']:.4f} (ratio "
+                f"{ratio:.2f}); training error {100 * half['train_error']:.2f}% vs "
+                f"{100 * ident['train_error']:.2f}%; test error "
+                f"{100 * half['test_error']:.2f}% vs {100 * ident['test_error']:.2f}%"),
+    ]
+
+
+# ---------------------------------------------------------------------------- the demonstration
+
+
+# The figures, the tables and the notes live in the report module, which imports this one.
+plots = lazy("minires.experiments.identity_report", "plots")
+report = lazy("minires.experiments.identity_report", "report")
+
+
+def run(config: DemoConfig) -> DemoResult:
+    """setup -> measure -> verdicts, then the report and the figures
+    (:func:`minires.experiments.common.demonstrate`)."""
+    return demonstrate(sys.modules[__name__], config)

@@ -352,3 +352,18 @@ def final(history, column: str, fallback: str) -> float:
     record = history[-1]
     value = record.get(column)
     return float(record[fallback] if value is None else value)
+
+
+def run_numbers(run_, curve: str = "train_loss") -> dict:
+    """What a demonstration keeps of a trained run, JSON-able: the final training loss and
+    error (the eval-mode pass over the training set when recorded, else the last epoch's
+    train-mode values), the last test error, whether it was trained now (not loaded), its
+    cache key, and its training curve ``{"x": [...], curve: [...], "unit": "iteration" or
+    "epoch"}`` (:func:`training_curve` of column ``curve``)."""
+    history = run_.history
+    x, y, unit = training_curve(run_, curve)
+    return {"train_loss": final(history, "train_loss_eval", "train_loss"),
+            "train_error": final(history, "train_error_eval", "train_error"),
+            "test_error": float(history[-1]["test_error"]),
+            "trained_now": run_.seconds > 0, "cache_key": run_.key,
+            "curve": {"x": x.tolist(), curve: y.tolist(), "unit": unit}}

@@ -49,21 +49,25 @@ What is measured, in three parts:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from minires import backend, nn
-from minires import functional as F
 from minires.autograd import Tensor
 from minires.data import load_mnist
 from minires.experiments.common import (
     DemoConfig,
     DemoResult,
-    Stopwatch,
+    Verdict,
     decay_factor,
+    demonstrate,
+    fmt,
+    lazy,
     progress,
 )
+from minires.experiments.mlp import INITS, MLP, gradient_norms
 
 NAME = "vanishing"
 TITLE = "Vanishing gradients: sigma' <= 1/4, and what keeps deep gradients alive"
@@ -83,16 +87,14 @@ SOURCE = (
     "He et al. 2016 (residual connections).")
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
-INITS = ("normal", "xavier", "he")
 VARIANTS = ("plain", "bn", "residual")
-INIT_LABELS = {"normal": "N(0,1)", "xavier": "Xavier", "he": "He"}
-VARIANT_LABELS = {"plain": "plain", "bn": "BatchNorm", "residual": "residual"}
 
 SIGMOID_BOUND = 0.25  # max of sigma'(x) = sigma(x)(1 - sigma(x)), reached at x = 0
 SATURATION = 0.45  # a sigmoid unit counts as saturated when |a - 0.5| > 0.45 (a < .05 or > .95)
 NEAR_HALF = 0.05  # ... and as collapsed onto 0.5 when |a - 0.5| < 0.05 (a in (0.45, 0.55))
 VANISH_RATIO = 1e-3  # the sigmoid claim: first/last hidden-layer gradient ratio below this
 ALIVE_SPREAD = 10.0  # "within one order of magnitude": max/min hidden-layer norm below this
+HISTOGRAM_BINS = np.linspace(0, 1, 41)  # the activation histograms' bins over (0, 1)
 
 # The configurations drawn in the gradient figure (activation, variant, init).
 SHOWN = (("sigmoid", "plain", "normal"), ("sigmoid", "plain", "xavier"),
@@ -126,12 +128,6 @@ def sizes_for(config: DemoConfig) -> Sizes:
 def key(activation: str, variant: str, init: str) -> str:
     """The name of one configuration in ``result.numbers``, e.g. ``sigmoid/plain/xavier``."""
     return f"{activation}/{variant}/{init}"
-
-
-def label(activation: str, variant: str, init: str) -> str:
-    """A readable name, e.g. ``sigmoid + BatchNorm, Xavier``."""
-    arch = "" if variant == "plain" else f" + {VARIANT_LABELS[variant]}"
-    return f"{activation}{arch}, {INIT_LABELS[init]}"
 
 
 # ---------------------------------------------------------------------------- (a) the chain
@@ -176,75 +172,8 @@ def sigmoid_chain(w, b, x: float) -> dict:
 
 
 # ---------------------------------------------------------------------------- (b) deep MLPs
-
-
-class MLP(nn.Module):
-    """A deep MLP for MNIST: ``depth`` Linear layers, ``depth - 1`` hidden ones.
-
-    Hidden layer l computes u_l = W_l h_{l-1} (+ BatchNorm when ``batchnorm``), then
-    f(u_l) with f the activation.  With ``residual``, hidden layers 2..depth-1 (the
-    width-to-width ones) add their input: h_l = h_{l-1} + f(u_l); the first hidden layer
-    (784 -> width) cannot, the shapes differ.  The last Linear gives the 10 logits.
-
-    Weights are drawn by ``init``: ``normal`` N(0, 1); ``xavier`` N(0, 2 / (fan_in +
-    fan_out)) (Glorot & Bengio 2010); ``he`` N(0, 2 / fan_in) (He et al. 2015).  Biases
-    start at 0, BatchNorm at gamma = 1, beta = 0 and uses batch statistics (train mode).
-    """
-
-    def __init__(self, depth: int, width: int, activation: str = "sigmoid",
-                 init: str = "xavier", batchnorm: bool = False, residual: bool = False,
-                 in_features: int = 784, classes: int = 10):
-        super().__init__()
-        if depth < 2:
-            raise ValueError(f"an MLP needs at least 2 Linear layers, got depth {depth}")
-        dims = [in_features] + [width] * (depth - 1) + [classes]
-        pairs = zip(dims[:-1], dims[1:], strict=False)
-        self.linears = nn.Sequential(*[nn.Linear(i, o) for i, o in pairs])
-        self.norms = (nn.Sequential(*[nn.BatchNorm1d(width) for _ in range(depth - 1)])
-                      if batchnorm else None)
-        act = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}[activation]
-        self.acts = nn.Sequential(*[act() for _ in range(depth - 1)])
-        self.residual = residual
-        self.hidden = []  # the hidden outputs h_1..h_{depth-1} of the last forward pass
-        for linear in self.linears:
-            initialise_(linear.weight, init)
-            nn.init.zeros_(linear.bias)
-
-    def forward(self, x):
-        self.hidden = []
-        h = x
-        for index, act in enumerate(self.acts):
-            u = self.linears[index](h)
-            if self.norms is not None:
-                u = self.norms[index](u)
-            h = h + act(u) if (self.residual and index > 0) else act(u)
-            if h.requires_grad:
-                h.retain_grad()  # so dL/dh_l can be read after backward
-            self.hidden.append(h)
-        return self.linears[len(self.acts)](h)
-
-
-def initialise_(weight, init: str):
-    """Fill a Linear weight in place with the named scheme (see :class:`MLP`)."""
-    if init == "normal":
-        return nn.init.normal_(weight, 0.0, 1.0)
-    if init == "xavier":
-        return nn.init.xavier_normal_(weight)
-    if init == "he":
-        return nn.init.kaiming_normal_(weight, nonlinearity="relu")
-    raise ValueError(f"unknown init {init!r}: expected one of {INITS}")
-
-
-def gradient_norms(model: MLP, x: np.ndarray, y: np.ndarray) -> tuple:
-    """One forward/backward pass; returns (||dL/dW_l|| for l = 1..L, ||dL/dh_l|| for the
-    hidden outputs l = 1..L-1, the loss).  Norms are Frobenius norms over the whole batch."""
-    model.zero_grad()
-    loss = F.cross_entropy(model(Tensor(x)), y)
-    loss.backward()
-    weight = np.array([float(np.linalg.norm(lin.weight.grad.data)) for lin in model.linears])
-    signal = np.array([float(np.linalg.norm(h.grad.data)) for h in model.hidden])
-    model.hidden = []
-    return weight, signal, float(loss.item())
+#
+# The MLP and its one-pass gradient norms: minires.experiments.mlp.
 
 
 def summarise(norms) -> dict:
@@ -281,7 +210,7 @@ def measure_gradients(config: DemoConfig, sizes: Sizes, images: np.ndarray,
     Each configuration is measured ``sizes.seeds`` times, draw s using weight seed
     ``config.seed + s`` and MNIST training images [s B, (s + 1) B); the per-layer norms are
     averaged geometrically (mean of log10), the right average for numbers spanning many
-    orders of magnitude.  Returns {depth: {key: {...}}}.
+    orders of magnitude.  Returns {str(depth): {key: {...}}}.
     """
     everything = [(a, v, i) for a in ACTIVATIONS for v in VARIANTS for i in INITS]
     jobs = [(d, *c) for d in sizes.depths for c in everything
@@ -309,7 +238,7 @@ def measure_gradients(config: DemoConfig, sizes: Sizes, images: np.ndarray,
         entry |= summarise(norms)
         entry["ratio_hidden_per_seed"] = [summarise(p)["ratio_hidden"] for p in per_seed]
         entry["spread_hidden_per_seed"] = [summarise(p)["spread_hidden"] for p in per_seed]
-        results.setdefault(depth, {})[key(activation, variant, init)] = entry
+        results.setdefault(str(depth), {})[key(activation, variant, init)] = entry
     return results
 
 
@@ -326,10 +255,11 @@ def activation_statistics(depth: int, width: int, weight_std, images: np.ndarray
     """Sigmoid activations of every hidden layer of a plain MLP at initialisation.
 
     ``weight_std`` is a number (all weights N(0, std^2)) or ``"xavier"``.  Forward hooks on
-    the Sigmoid modules collect each layer's outputs.  Returns the outputs (for the
-    histograms) and, per layer, their standard deviation, mean, the fraction of saturated
+    the Sigmoid modules collect each layer's outputs.  Returns, per layer, their standard
+    deviation, mean, the fraction of saturated
     units (|a - 0.5| > 0.45, where sigma' < 0.05) and the fraction collapsed onto 0.5
-    (|a - 0.5| < 0.05: the unit barely depends on its input, so it carries no signal).
+    (|a - 0.5| < 0.05: the unit barely depends on its input, so it carries no signal), and
+    the histogram of its outputs (counts in the bins :data:`HISTOGRAM_BINS`).
     """
     backend.manual_seed(seed)
     model = MLP(depth, width, "sigmoid", "xavier")
@@ -343,22 +273,58 @@ def activation_statistics(depth: int, width: int, weight_std, images: np.ndarray
     for handle in handles:
         handle.remove()
     return {
-        "outputs": outputs,
         "std_per_layer": [float(a.std()) for a in outputs],
         "mean_per_layer": [float(a.mean()) for a in outputs],
         "saturated_per_layer": [float((np.abs(a - 0.5) > SATURATION).mean()) for a in outputs],
         "saturated_overall": float(np.mean([(np.abs(a - 0.5) > SATURATION).mean()
                                             for a in outputs])),
         "near_half_per_layer": [float((np.abs(a - 0.5) < NEAR_HALF).mean()) for a in outputs],
+        "histogram": [np.histogram(a.ravel(), bins=HISTOGRAM_BINS)[0].tolist()
+                      for a in outputs],
     }
 
 
-# ---------------------------------------------------------------------------- the demonstration
+# ---------------------------------------------------------------------------- setup
+
+
+def setup(config: DemoConfig) -> str:
+    """What is built and measured, fixed before anything is measured."""
+    sizes = sizes_for(config)
+    L = sizes.main_depth
+    return (
+        f"(a) The seed's 4-neuron sigmoid chain with w ~ N(0, 1.5^2), b ~ N(0, 0.5^2) "
+        f"(numpy seed {config.seed}) and x = 1, in float64. "
+        f"(b) MLPs of {', '.join(map(str, sizes.depths))} Linear layers (784 -> "
+        f"{sizes.width} -> ... -> {sizes.width} -> 10), at initialisation, on {sizes.batch} "
+        f"flattened, standardised MNIST training digits per measurement, cross-entropy loss, "
+        f"float64. Activations sigmoid / tanh / ReLU; weights N(0,1), Xavier "
+        f"N(0, 2/(fan_in+fan_out)) or He N(0, 2/fan_in), biases 0; architectures plain, "
+        f"BatchNorm (Linear -> BN -> activation, batch statistics) and residual "
+        f"(h_l = h_(l-1) + f(W_l h_(l-1)) for hidden layers 2..L-1). Each configuration is "
+        f"averaged (geometric mean per layer) over {sizes.seeds} weight seed(s), each on its "
+        f"own batch. Ratios and the per-layer factor rho (10^-slope of a least-squares line "
+        f"through log10 ||dL/dW_l||) use the hidden-to-hidden layers 2..L-1, which all have "
+        f"the same {sizes.width}x{sizes.width} shape; the all-layer ratio (layer 1 over layer "
+        f"L) is reported too. The gradient figure plots log10 ||dL/dW_l|| against layer l for "
+        f"seven {L}-layer configurations and, right, a depth sweep of sigmoid/Xavier (solid) "
+        f"vs ReLU/He (dashed). (c) Sigmoid activations of every hidden layer of a plain "
+        f"{L}-layer MLP on {sizes.hist_batch} digits, weights N(0,1), N(0,0.01^2) or "
+        f"Xavier; saturated means |a - 0.5| > {SATURATION}, collapsed |a - 0.5| < {NEAR_HALF}.")
+
+
+# ---------------------------------------------------------------------------- measurement
+
+
+def max_sigma_prime(low: float = -20.0, high: float = 20.0, points: int = 400001) -> float:
+    """max of sigma'(x) = sigma(x) (1 - sigma(x)) on a grid of [low, high] (0.25, at 0)."""
+    grid = np.linspace(low, high, points)
+    return float((sigmoid_np(grid) * (1 - sigmoid_np(grid))).max())
 
 
 def measure(config: DemoConfig) -> dict:
-    """(a), (b), (c): {"sizes", "chain", "grads" (per depth, per configuration), "stats"
-    (activation statistics per weight scale)}, all float64."""
+    """(a), (b), (c), JSON-able and in float64: {"chain", "gradients" (per depth as a
+    string, per configuration), "activations" (statistics per weight scale), "sizes",
+    "thresholds"}."""
     sizes = sizes_for(config)
     with backend.default_dtype(np.float64):
         images, labels = load_mnist("train", dtype=np.float64)
@@ -367,32 +333,109 @@ def measure(config: DemoConfig) -> dict:
         # (a) the seed's one-neuron chain, with weights drawn from N(0, 1.5^2)
         rng = np.random.default_rng(config.seed)
         chain = sigmoid_chain(rng.normal(0, 1.5, 4), rng.normal(0, 0.5, 4), x=1.0)
+        chain["max_sigma_prime_on_grid"] = max_sigma_prime()
 
         # (b) gradient norms of deep MLPs
-        grads = measure_gradients(config, sizes, images, labels)
+        gradients = measure_gradients(config, sizes, images, labels)
 
         # (c) activation histograms of a sigmoid MLP
         hist_x = images[:sizes.hist_batch]
-        stats = {label_: activation_statistics(sizes.main_depth, sizes.width, std, hist_x,
-                                               config.seed)
-                 for label_, std in (("std 1", 1.0), ("std 0.01", 0.01),
-                                     ("Xavier", "xavier"))}
-    return {"sizes": sizes, "chain": chain, "grads": grads, "stats": stats}
+        activations = {label_: activation_statistics(sizes.main_depth, sizes.width, std,
+                                                     hist_x, config.seed)
+                       for label_, std in (("std 1", 1.0), ("std 0.01", 0.01),
+                                           ("Xavier", "xavier"))}
+    return {"chain": chain, "gradients": gradients, "activations": activations,
+            "sizes": asdict(sizes),
+            "thresholds": {"sigmoid_bound": SIGMOID_BOUND, "saturation": SATURATION,
+                           "vanish_ratio": VANISH_RATIO, "alive_spread": ALIVE_SPREAD}}
+
+
+# ---------------------------------------------------------------------------- verdicts
+
+# The configurations that should keep a deep MLP's gradients alive, with their names.
+ALIVE = ((("relu", "plain", "he"), "ReLU + He"),
+         (("sigmoid", "bn", "xavier"), "sigmoid + BatchNorm (Xavier)"),
+         (("sigmoid", "residual", "xavier"), "residual sigmoid (Xavier)"))
+
+
+def sigmoid_ratios(numbers: dict) -> list:
+    """Sigmoid + Xavier's first/last hidden-layer gradient ratio at each depth of the sweep."""
+    return [numbers["gradients"][str(d)][key("sigmoid", "plain", "xavier")]["ratio_hidden"]
+            for d in numbers["sizes"]["depths"]]
+
+
+def verdicts(numbers: dict) -> list:
+    """One verdict per claim, in the order (a) the chain, (b) the deep MLPs, (c) the
+    activations."""
+    chain, sizes, acts = numbers["chain"], numbers["sizes"], numbers["activations"]
+    L = sizes["main_depth"]
+    main = numbers["gradients"][str(L)]
+    sig, sig_he = main[key("sigmoid", "plain", "xavier")], main[key("sigmoid", "plain", "he")]
+    sig_normal = main[key("sigmoid", "plain", "normal")]
+    ratios = sigmoid_ratios(numbers)
+    alive = [(main[key(*c)], why) for c, why in ALIVE]
+    big, small, xavier = acts["std 1"], acts["std 0.01"], acts["Xavier"]
+    return [
+        Verdict("Chain rule: symbolic dy/db1 = sigma'(z4)w4 sigma'(z3)w3 sigma'(z2)w2 "
+                "sigma'(z1) equals autograd (float64, relative error < 1e-10)",
+                chain["rel_error"] < 1e-10,
+                f"symbolic {chain['symbolic']:.15e}, autograd {chain['autograd']:.15e}, "
+                f"relative error {chain['rel_error']:.1e}"),
+        Verdict("Every sigmoid factor is at most 0.25 (sigma' = sigma(1 - sigma), max at 0)",
+                max(*chain["sigma_prime"], chain["max_sigma_prime_on_grid"]) <= SIGMOID_BOUND,
+                f"chain factors {', '.join(fmt(s) for s in chain['sigma_prime'])}; max of "
+                f"sigma' on [-20, 20] = {chain['max_sigma_prime_on_grid']:.6f}"),
+        Verdict(f"A {L}-layer sigmoid MLP (Xavier) has first/last hidden-layer gradient ratio "
+                f"below {VANISH_RATIO:g}",
+                sig["ratio_hidden"] < VANISH_RATIO,
+                f"||dL/dW_2|| / ||dL/dW_{L - 1}|| = {sig['ratio_hidden']:.2e} (N(0,1): "
+                f"{sig_normal['ratio_hidden']:.2e}, He: {sig_he['ratio_hidden']:.2e}); layer 1 "
+                f"over layer {L}: {sig['ratio_all']:.2e}"),
+        Verdict("Sigmoid + Xavier: the fitted per-layer factor rho is at most the 0.25 bound "
+                "(Xavier keeps the weights' gain near 1, leaving sigma' as the factor)",
+                sig["decay_factor"] <= SIGMOID_BOUND,
+                f"rho = {sig['decay_factor']:.3f} (He, gain sqrt 2: "
+                f"{sig_he['decay_factor']:.3f}; N(0,1): {sig_normal['decay_factor']:.3f})"),
+        Verdict("Sigmoid + Xavier: the ratio shrinks with every increase in depth",
+                all(b < a for a, b in zip(ratios, ratios[1:], strict=False)),
+                ", ".join(f"L={d}: {r:.1e}" for d, r in zip(sizes["depths"], ratios,
+                                                            strict=True))),
+    ] + [
+        Verdict(f"{why}: {L}-layer gradient norms stay within one order of magnitude "
+                f"(max/min over hidden layers 2..{L - 1} < {ALIVE_SPREAD:g})",
+                e["spread_hidden"] < ALIVE_SPREAD,
+                f"max/min = {e['spread_hidden']:.2f}, ratio W_2/W_{L - 1} = "
+                f"{e['ratio_hidden']:.2f}, rho = {e['decay_factor']:.3f}; all layers: max/min "
+                f"{e['spread_all']:.1f}")
+        for e, why in alive
+    ] + [
+        Verdict("Weights N(0,1) saturate sigmoid units (more than half at |a - 0.5| > 0.45)",
+                big["saturated_overall"] > 0.5,
+                f"{100 * big['saturated_overall']:.1f}% saturated over all layers"),
+        Verdict(f"Weights N(0,0.01^2) collapse activations onto 0.5 (over 90% of the last "
+                f"hidden layer's units within {NEAR_HALF} of 0.5, none saturated)",
+                small["near_half_per_layer"][-1] > 0.9 and small["saturated_overall"] == 0,
+                f"{100 * small['near_half_per_layer'][-1]:.1f}% within {NEAR_HALF} of 0.5 "
+                f"(Xavier: {100 * xavier['near_half_per_layer'][-1]:.1f}%), last-layer std "
+                f"{small['std_per_layer'][-1]:.3f}, {100 * small['saturated_overall']:.1f}% "
+                f"saturated"),
+        Verdict("Xavier gives a healthy spread (every hidden layer's std above 0.05, under 5% "
+                "saturated)",
+                min(xavier["std_per_layer"]) > 0.05 and xavier["saturated_overall"] < 0.05,
+                f"std {min(xavier['std_per_layer']):.3f}..{max(xavier['std_per_layer']):.3f}, "
+                f"{100 * xavier['saturated_overall']:.1f}% saturated"),
+    ]
+
+
+# ---------------------------------------------------------------------------- the demonstration
+
+
+# The figures, the tables and the notes live in the report module, which imports this one.
+plots = lazy("minires.experiments.vanishing_report", "plots")
+report = lazy("minires.experiments.vanishing_report", "report")
 
 
 def run(config: DemoConfig) -> DemoResult:
-    """measure, then the figures and the report with its verdicts
-    (:mod:`minires.experiments.vanishing_report`)."""
-    from minires.experiments import vanishing_report as report  # it imports this module
-
-    result = DemoResult(NAME, TITLE, CLAIM, SOURCE, setup="")
-    with Stopwatch() as watch:
-        m = measure(config)
-        sizes, chain, grads, stats = m["sizes"], m["chain"], m["grads"], m["stats"]
-        result.figures = [
-            report.plot_factors(config, chain, grads[sizes.main_depth], sizes.main_depth),
-            report.plot_gradients(config, sizes, grads),
-            report.plot_activations(config, stats)]
-    report.report(result, config, sizes, chain, grads, stats)
-    result.wall_time_s = watch.seconds
-    return result
+    """setup -> measure -> verdicts, then the report and the figures
+    (:func:`minires.experiments.common.demonstrate`)."""
+    return demonstrate(sys.modules[__name__], config)
