@@ -58,7 +58,7 @@ import numpy as np
 import minires
 from minires import functional as F
 from minires import models, nn
-from minires.data import DataLoader, load_mnist
+from minires.data import DataLoader, downsample, load_mnist
 from minires.train import paper_cifar_recipe
 
 # Size switch: "normal" for class, "small" for a quick check (the tests use "small").
@@ -89,15 +89,16 @@ def save(fig, name):
 # %% [markdown]
 # ## 6.1 The data and the networks
 #
-# To keep this fast on a laptop CPU we average 2×2 blocks of pixels (28×28 → 14×14; the
-# digits stay readable), use `IMAGES` training digits and narrow stages.  The networks
+# To keep this fast on a laptop CPU we average 2×2 blocks of pixels (`downsample`: 28×28 →
+# 14×14; the digits stay readable, as in the quick demonstrations), use `IMAGES` training
+# digits and narrow stages.  The networks
 # are the paper's CIFAR plain nets: a 3×3 convolution, then three stages of $n$ blocks of
 # two 3×3 convolutions each (each followed by BatchNorm and ReLU), global average pooling
 # and a linear layer: $6n + 2$ layers with weights, so $n = 3$ gives 20 and $n = 9$ gives 56.
 
 # %%
 x_all, y_all = load_mnist("train")
-x = x_all[:IMAGES].reshape(IMAGES, 1, 14, 2, 14, 2).mean(axis=(3, 5))
+x = downsample(x_all[:IMAGES], 2)
 y = y_all[:IMAGES]
 print(f"training set: {x.shape[0]} digits of {x.shape[2]}x{x.shape[3]}")
 
