@@ -167,6 +167,10 @@ def worker(rank: int, args, port: int) -> None:
         say(f"saved {path} (sha256 {weights_digest(back.state_dict())[:16]}); analyse it with "
               f"minires, or: python -m minires export {path} --model {args.model} --to onnx "
               f"--out model.onnx")
+    # Tear down together: a rank that destroys its gloo group while rank 0 (which hosts the
+    # rendezvous store) is still saving can abort with "terminate called without an active
+    # exception" (seen once in CI).
+    dist.barrier()
     dist.destroy_process_group()
 
 
