@@ -58,11 +58,10 @@ from minires.experiments.common import (
 )
 from minires.experiments.training import (
     RunSpec,
-    final,
     load_split,
     recipe_for,
+    run_numbers,
     train_spec,
-    training_curve,
 )
 from minires.models import HighwayBlock, count_parameters, summary
 
@@ -167,18 +166,12 @@ def measure(config: DemoConfig) -> dict:
     stats = {}
     for kind, run_ in runs.items():
         history = run_.history
-        entry = {
+        entry = run_numbers(run_, "train_loss") | {
             "parameters": count_parameters(run_.model),
             "macs": summary(run_.model, gate_images.shape[1:], print_fn=None).macs,
-            "train_loss": final(history, "train_loss_eval", "train_loss"),
-            "train_error": final(history, "train_error_eval", "train_error"),
-            "test_error": float(history[-1]["test_error"]),
             "seconds_per_epoch": float(np.mean(history["epoch_time"])),
-            "trained_now": run_.seconds > 0, "cache_key": run_.key,
             "test_error_per_epoch": history["test_error"],
         }
-        x, y, unit = training_curve(run_, "train_loss")
-        entry["curve"] = {"x": x.tolist(), "train_loss": y.tolist(), "unit": unit}
         if kind not in ("plain", "resnet"):
             entry["gate_bias"] = float(kind)
             entry["initial_gate"] = sigmoid(float(kind))

@@ -50,11 +50,10 @@ from minires.experiments.common import (
 )
 from minires.experiments.training import (
     RunSpec,
-    final,
     load_split,
     recipe_for,
+    run_numbers,
     train_spec,
-    training_curve,
 )
 from minires.models import count_parameters, summary
 
@@ -142,19 +141,13 @@ def measure(config: DemoConfig) -> dict:
     stats = {}
     for option, run_ in runs.items():
         history = run_.history
-        stats[option] = {
+        stats[option] = run_numbers(run_, "train_error") | {
             "parameters": count_parameters(run_.model),
             "macs": summary(run_.model, x_train.shape[1:], print_fn=None).macs,
-            "train_error": final(history, "train_error_eval", "train_error"),
-            "train_loss": final(history, "train_loss_eval", "train_loss"),
-            "test_error": float(history[-1]["test_error"]),
             "test_loss": float(history[-1]["test_loss"]),
             "seconds_per_epoch": float(np.mean(history["epoch_time"])),
-            "trained_now": run_.seconds > 0, "cache_key": run_.key,
             "test_error_per_epoch": history["test_error"],
         }
-        x, y, unit = training_curve(run_, "train_error")
-        stats[option]["curve"] = {"x": x.tolist(), "train_error": y.tolist(), "unit": unit}
     return {"options": stats, "n_train": n_train, "n_test": n_test,
             "recipe": dict(recipe.__dict__)}
 

@@ -168,6 +168,11 @@ def _run_key(name: str, seed: int, recipe: Recipe, model_kwargs: dict,
     return f"{name}-seed{seed}-{digest.hexdigest()[:10]}"
 
 
+def _cache_file(config: DemoConfig, key: str) -> Path:
+    """Where the run with cache key ``key`` is stored."""
+    return Path(config.out) / "cache" / f"{key}.safetensors"
+
+
 def build_model(config: DemoConfig, name: str, recipe: Recipe, **model_kwargs):
     """A fresh model for the demo's dataset (10 classes, 1 or 3 input channels)."""
     kwargs = {"num_classes": 10, "in_channels": in_channels(config), "widths": recipe.widths}
@@ -185,7 +190,7 @@ def train_or_load(config: DemoConfig, name: str, seed: int, recipe: Recipe | Non
     """
     recipe = recipe or default_recipe(config)
     key = _run_key(name, seed, recipe, model_kwargs, config)
-    cache = Path(config.out) / "cache" / f"{key}.safetensors"
+    cache = _cache_file(config, key)
     backend.manual_seed(seed)
     model = build_model(config, name, recipe, **model_kwargs)
     if cache.exists():
@@ -236,8 +241,8 @@ class RunSpec:
 
     def cache_file(self, config: DemoConfig) -> Path:
         recipe = self.recipe or default_recipe(config)
-        key = _run_key(self.name, self.seed, recipe, dict(self.kwargs), config)
-        return Path(config.out) / "cache" / f"{key}.safetensors"
+        return _cache_file(config, _run_key(self.name, self.seed, recipe, dict(self.kwargs),
+                                            config))
 
     def cost(self) -> float:
         """Relative training cost, to start the longest runs first: the depth, x2 for
@@ -250,6 +255,9 @@ def train_spec(config: DemoConfig, spec: RunSpec) -> TrainedRun:
     """:func:`train_or_load` of ``spec``."""
     return train_or_load(config, spec.name, spec.seed, spec.recipe, spec.label,
                          **dict(spec.kwargs))
+
+
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _limit_blas_threads() -> None:
@@ -311,9 +319,6 @@ def pretrain(config: DemoConfig, specs, jobs: int) -> int:
             else:
                 os.environ[name] = value
     return len(todo)
-
-
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def test_error(config: DemoConfig, model, recipe: Recipe | None = None) -> float:
