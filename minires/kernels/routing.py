@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 from minires.backend import CUDA, device_of, get_array_module
 from minires.kernels import activation, conv, norm, pool
+from minires.kernels.fast import activation as fast_activation
 from minires.kernels.fast import conv as fast_conv
 from minires.kernels.fast import norm as fast_norm
 from minires.kernels.geometry import pair
@@ -298,3 +299,13 @@ def max_pool2d_backward(grad_y, saved, x_shape, kernel_size, stride, padding):
     if isinstance(saved, MaxPoolSaved) and not replaced("max_pool2d_backward"):
         saved = saved.argmax  # the student's kernel was unplugged between forward and backward
     return pool.max_pool2d_backward(grad_y, saved, x_shape, kernel_size, stride, padding)
+
+
+def relu_forward(x):
+    """:func:`minires.kernels.activation.relu_forward`, fast or simple."""
+    return (fast_activation if _fast else activation).relu_forward(x)
+
+
+def relu_backward(grad_y, x):
+    """:func:`minires.kernels.activation.relu_backward`, fast or simple."""
+    return (fast_activation if _fast else activation).relu_backward(grad_y, x)

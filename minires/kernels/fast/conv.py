@@ -7,6 +7,9 @@ compare the two in float64 on many shapes) with three changes, each measured
 * The batch is processed in chunks whose column matrix (about :data:`CHUNK_BYTES`) stays in
   cache, instead of one whole-batch column matrix (9x the input for a 3x3 kernel).  Backward
   recomputes each chunk's columns rather than keeping them from the forward pass.
+* The chunks run on :mod:`minires.kernels.fast.parallel`'s threads (one per allowed BLAS
+  thread), each chunk's product single-threaded; the weight gradient sums the chunks'
+  parts in chunk order, so the result does not depend on the thread count.
 * The chunk buffers (padded image, columns, product) come from
   :mod:`minires.kernels.fast.workspace` and are reused from call to call, so a training
   step does not fault in and zero fresh memory for them.
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 from minires.backend import get_array_module
 from minires.kernels import conv, geometry
-from minires.kernels.fast import workspace
+from minires.kernels.fast import parallel, workspace
 
 #: Target size in bytes of one chunk's column matrix on the CPU: small enough to stay in
 #: cache (see benchmarks/README.md for the measurements; 1 MiB measured faster on a loaded
@@ -105,17 +108,21 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1):
     w_mat_t = weight_to_matrix(weight).T  # (KH*KW*C_in, C_out)
     y = xp.empty((n, c_out, out_h, out_w), dtype=x.dtype)
     chunks = batch_chunks(xp, n, out_h * out_w * kernel_h * kernel_w * c_in * x.dtype.itemsize)
-    unfold = _ChunkIm2col(xp, x.dtype, chunks[0].stop, c_in, h, w, (kernel_h, kernel_w),
-                          stride, padding, dilation, "x")
-    product = _scratch(xp, "conv.product", (unfold.rows, c_out), x.dtype)
-    for batch in chunks:
+    chunk = chunks[0].stop
+
+    def forward_chunk(batch):  # y[batch] from x[batch], in this thread's buffers
+        unfold = _ChunkIm2col(xp, x.dtype, chunk, c_in, h, w, (kernel_h, kernel_w), stride,
+                              padding, dilation, "x")
         cols = unfold(x[batch])
+        product = _scratch(xp, "conv.product", (unfold.rows, c_out), x.dtype)
         out = xp.matmul(cols, w_mat_t, out=product[:len(cols)])  # (B*OH*OW, C_out)
         out = out.reshape(-1, out_h, out_w, c_out).transpose(0, 3, 1, 2)
         if bias is None:  # copied to (B, C_out, OH, OW), adding the bias in the same pass
             y[batch] = out
         else:
             xp.add(out, bias.reshape(c_out, 1, 1), out=y[batch])
+
+    parallel.map_chunks(forward_chunk, chunks)
     return y
 
 
@@ -132,7 +139,6 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
     conv.check_grad_out(grad_out, x, (n, c_out, out_h, out_w))
 
     w_mat = weight_to_matrix(weight)  # (C_out, KH*KW*C_in)
-    grad_w_mat = xp.zeros_like(w_mat)
     grad_x = xp.empty(x.shape, dtype=x.dtype) if need_input_grad else None
 
     # Stride 1: col2im(G @ W_mat) is the convolution of grad_out, zero-padded by
@@ -142,32 +148,36 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
     full_pad = (dilation[0] * (kernel_h - 1) - padding[0],
                 dilation[1] * (kernel_w - 1) - padding[1])
     as_convolution = need_input_grad and stride == (1, 1) and min(full_pad) >= 0
+    if as_convolution:  # rows (i, j, o) in im2col's column order; columns c
+        w_flipped = weight[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, c_in)
 
     item_bytes = max(out_h * out_w * c_in, h * w * c_out) * kernel_h * kernel_w
     chunks = batch_chunks(xp, n, item_bytes * x.dtype.itemsize)
     chunk = chunks[0].stop
-    unfold_x = _ChunkIm2col(xp, x.dtype, chunk, c_in, h, w, kernel, stride, padding, dilation,
-                            "x")
-    g_buf = _scratch(xp, "conv.g", (chunk * out_h * out_w, c_out), x.dtype)
-    if as_convolution:
-        # Rows (i, j, o) in im2col's column order; columns c.
-        w_flipped = weight[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, c_in)
-        unfold_g = _ChunkIm2col(xp, x.dtype, chunk, c_out, out_h, out_w, kernel, (1, 1),
-                                full_pad, dilation, "g")
-        gx_buf = _scratch(xp, "conv.gx", (chunk * h * w, c_in), x.dtype)
 
-    for batch in chunks:
+    def backward_chunk(batch):  # grad_x[batch]; returns this chunk's G.T @ cols
+        unfold_x = _ChunkIm2col(xp, x.dtype, chunk, c_in, h, w, kernel, stride, padding,
+                                dilation, "x")
         # G: (B*OH*OW, C_out), output pixels as rows like the columns.
-        g = g_buf[:(batch.stop - batch.start) * out_h * out_w]
+        g = _scratch(xp, "conv.g", (chunk * out_h * out_w, c_out), x.dtype)
+        g = g[:(batch.stop - batch.start) * out_h * out_w]
         g.reshape(-1, out_h, out_w, c_out)[...] = grad_out[batch].transpose(0, 2, 3, 1)
-        grad_w_mat += g.T @ unfold_x(x[batch])
+        grad_w_part = g.T @ unfold_x(x[batch])
         if as_convolution:
+            unfold_g = _ChunkIm2col(xp, x.dtype, chunk, c_out, out_h, out_w, kernel, (1, 1),
+                                    full_pad, dilation, "g")
             g_cols = unfold_g(grad_out[batch])
+            gx_buf = _scratch(xp, "conv.gx", (chunk * h * w, c_in), x.dtype)
             gx = xp.matmul(g_cols, w_flipped, out=gx_buf[:len(g_cols)])
             grad_x[batch] = gx.reshape(-1, h, w, c_in).transpose(0, 3, 1, 2)
         elif need_input_grad:
             grad_x[batch] = col2im(g @ w_mat, (len(g) // (out_h * out_w), c_in, h, w),
-                                        kernel_h, kernel_w, stride, padding, dilation)
+                                   kernel_h, kernel_w, stride, padding, dilation)
+        return grad_w_part
+
+    grad_w_mat = xp.zeros_like(w_mat)
+    for grad_w_part in parallel.map_chunks(backward_chunk, chunks):
+        grad_w_mat += grad_w_part  # in chunk order, whatever the thread count
 
     grad_weight = xp.ascontiguousarray(
         grad_w_mat.reshape(c_out, kernel_h, kernel_w, c_in).transpose(0, 3, 1, 2))

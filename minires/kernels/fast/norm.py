@@ -6,9 +6,13 @@ Changes, each measured (``benchmarks/README.md``):
 
 * Per-channel sums run over a ``(N, C, H*W)`` view, the last axis first (contiguous), and
   the sums of products (``sum((x - mean)^2)``, ``sum(dy * x_hat)``) are ``einsum``
-  contractions, which need no temporary array the size of ``x``.
+  contractions, which need no temporary array the size of ``x``.  They are summed per
+  image first, then over the batch, so the result is the same however the batch is split.
 * The backward is fused into four in-place passes over one new array:
   ``dx = scale * (dy - (sum(dy) + x_hat * sum(dy * x_hat)) / m)``.
+* Every pass runs over slices of the batch on the kernel threads
+  (:mod:`minires.kernels.fast.parallel`); a chain of passes over one slice finds it in
+  cache.
 
 2-D ``(N, C)`` inputs, eval mode and GPU arrays use the simple kernels unchanged.
 """
@@ -18,16 +22,31 @@ from __future__ import annotations
 import numpy as np
 
 from minires.kernels import norm
+from minires.kernels.fast import parallel
 
 #: The simple kernels, for the cases this module does not speed up.
 simple_forward, simple_backward = norm.batch_norm_forward, norm.batch_norm_backward
 
 
 def _channel_sums(a3, b3=None):
-    """Per-channel sum of ``a`` (or of ``a * b``) over a ``(N, C, H*W)`` view."""
-    if b3 is None:
-        return a3.sum(axis=2).sum(axis=0)
-    return np.einsum("nch,nch->c", a3, b3)
+    """Per-channel sum of ``a`` (or of ``a * b``) over a ``(N, C, H*W)`` view: per image on
+    the kernel threads, then over the batch in image order (the same sums for any split)."""
+    per_image = np.empty(a3.shape[:2], dtype=np.result_type(a3, b3) if b3 is not None
+                         else a3.dtype)
+
+    def sum_slice(batch):
+        if b3 is None:
+            a3[batch].sum(axis=2, out=per_image[batch])
+        else:
+            np.einsum("nch,nch->nc", a3[batch], b3[batch], out=per_image[batch])
+
+    _each_slice(sum_slice, a3)
+    return per_image.sum(axis=0)
+
+
+def _each_slice(task, a):
+    """``task(batch)`` for slices of the batch of ``a``, on the kernel threads."""
+    parallel.map_chunks(task, parallel.batch_slices(len(a), a.nbytes), a.nbytes)
 
 
 def _fast(x) -> bool:
@@ -52,18 +71,32 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
                          f"size {tuple(x.shape)}")
     vshape = (1, channels, 1, 1)
     mean = _channel_sums(x.reshape(n, channels, -1)) / m
-    x_hat = x - mean.reshape(vshape)  # centred first: two passes, accurate in float32
+    x_hat = np.empty_like(x)
+    mean_b = mean.astype(x.dtype, copy=False).reshape(vshape)
+
+    def centre_slice(batch):  # centred first: two passes, accurate in float32
+        np.subtract(x[batch], mean_b, out=x_hat[batch])
+
+    _each_slice(centre_slice, x)
     centred = x_hat.reshape(n, channels, -1)
     var = _channel_sums(centred, centred) / m  # biased
     norm.update_running_stats(running_mean, running_var, mean, var, momentum, m)
     inv_std = (1 / (var + eps) ** 0.5).astype(x.dtype, copy=False)
-    x_hat *= inv_std.reshape(vshape)
-    if gamma is None:
-        y = x_hat.copy()
-    else:
-        y = x_hat * gamma.astype(x.dtype, copy=False).reshape(vshape)
-    if beta is not None:
-        y += beta.astype(x.dtype, copy=False).reshape(vshape)
+    inv_std_b = inv_std.reshape(vshape)
+    gamma_b = None if gamma is None else gamma.astype(x.dtype, copy=False).reshape(vshape)
+    beta_b = None if beta is None else beta.astype(x.dtype, copy=False).reshape(vshape)
+    y = np.empty_like(x)
+
+    def normalise_slice(batch):  # x_hat *= inv_std;  y = gamma * x_hat + beta
+        x_hat[batch] *= inv_std_b
+        if gamma_b is None:
+            y[batch] = x_hat[batch]
+        else:
+            np.multiply(x_hat[batch], gamma_b, out=y[batch])
+        if beta_b is not None:
+            y[batch] += beta_b
+
+    _each_slice(normalise_slice, x)
     return y, norm.BatchNormCache(x_hat, inv_std, gamma, beta is not None, True)
 
 
@@ -82,9 +115,17 @@ def batch_norm_backward(grad_y, cache):
     sum_dy = _channel_sums(g3)
     sum_dy_xhat = _channel_sums(g3, x_hat.reshape(n, channels, -1))
     scale = inv_std if gamma is None else gamma.astype(grad_y.dtype, copy=False) * inv_std
-    grad_x = x_hat * (sum_dy_xhat / m).reshape(vshape)
-    grad_x += (sum_dy / m).reshape(vshape)
-    np.subtract(grad_y, grad_x, out=grad_x)
-    grad_x *= scale.reshape(vshape)
+    scale = scale.reshape(vshape)
+    mean_dy, mean_dy_xhat = (sum_dy / m).reshape(vshape), (sum_dy_xhat / m).reshape(vshape)
+    grad_x = np.empty_like(x_hat)
+
+    def grad_slice(batch):  # dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat))
+        gx = grad_x[batch]
+        np.multiply(x_hat[batch], mean_dy_xhat, out=gx)
+        gx += mean_dy
+        np.subtract(grad_y[batch], gx, out=gx)
+        gx *= scale
+
+    _each_slice(grad_slice, grad_y)
     return (grad_x, None if gamma is None else sum_dy_xhat.astype(grad_y.dtype, copy=False),
             sum_dy if has_beta else None)

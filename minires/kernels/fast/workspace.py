@@ -7,21 +7,23 @@ pages the operating system must fault in and zero; keeping one buffer per (purpo
 dtype) and handing it out again avoids that.  A buffer is only scratch: its contents are
 overwritten by every caller, and no result handed back to the user ever lives in one.
 
-Not thread-safe by design: the kernels run on the calling thread (the key may include a
-thread's id if that changes).
+Each thread gets its own buffers (the key includes the thread), so the chunks that
+:mod:`minires.kernels.fast.parallel` runs at once never share scratch memory.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import numpy as np
 
 #: Most buffers kept at once; the least recently used is dropped beyond this.  A ResNet
-#: has a handful of distinct convolution shapes, each needing about five buffers.
-MAX_BUFFERS = 48
+#: has a handful of distinct convolution shapes, each needing about five buffers per thread.
+MAX_BUFFERS = 128
 
 _buffers: OrderedDict = OrderedDict()
+_lock = threading.Lock()
 
 
 def buffer(tag: str, shape: tuple, dtype, zeros: bool = False) -> np.ndarray:
@@ -31,23 +33,27 @@ def buffer(tag: str, shape: tuple, dtype, zeros: bool = False) -> np.ndarray:
     write only where it wrote before (e.g. the inside of a zero-padded image, whose border
     then stays zero), so ``tag`` must say everything that fixes that region (the padding).
     """
-    key = (tag, tuple(shape), np.dtype(dtype).str, zeros)
-    array = _buffers.get(key)
-    if array is None:
-        array = (np.zeros if zeros else np.empty)(shape, dtype=dtype)
+    key = (tag, tuple(shape), np.dtype(dtype).str, zeros, threading.get_ident())
+    with _lock:
+        array = _buffers.get(key)
+        if array is not None:
+            _buffers.move_to_end(key)
+            return array
+    array = (np.zeros if zeros else np.empty)(shape, dtype=dtype)  # outside the lock
+    with _lock:
         _buffers[key] = array
         while len(_buffers) > MAX_BUFFERS:
-            _buffers.popitem(last=False)
-    else:
-        _buffers.move_to_end(key)
+            _buffers.popitem(last=False)  # a thread still using it keeps its reference
     return array
 
 
 def clear() -> None:
     """Drop every kept buffer (frees their memory)."""
-    _buffers.clear()
+    with _lock:
+        _buffers.clear()
 
 
 def nbytes() -> int:
     """Bytes held by the kept buffers."""
-    return sum(a.nbytes for a in _buffers.values())
+    with _lock:
+        return sum(a.nbytes for a in _buffers.values())

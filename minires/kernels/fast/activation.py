@@ -1,0 +1,47 @@
+"""The fast ReLU: :mod:`minires.kernels.activation`'s formulas, in batch slices on both cores.
+
+Same arguments and results as :func:`minires.kernels.activation.relu_forward` and
+:func:`~minires.kernels.activation.relu_backward`.  The one change: the batch is cut into
+slices (:func:`minires.kernels.fast.parallel.batch_slices`) that the kernel threads process
+at once, each writing its slice of one output array; the boolean mask of the backward then
+exists only one cache-sized slice at a time.  Anything but NumPy arrays with a batch axis
+(and equal shapes) goes to the simple kernels, which also raise their errors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minires.kernels import activation
+from minires.kernels.fast import parallel
+
+
+def _batched(*arrays) -> bool:
+    return all(isinstance(a, np.ndarray) and a.ndim >= 2 for a in arrays)
+
+
+def relu_forward(x):
+    """Same as :func:`minires.kernels.activation.relu_forward`: ``y = max(x, 0)``."""
+    if not _batched(x):
+        return activation.relu_forward(x)
+    y = np.empty_like(x)
+
+    def forward_slice(batch):
+        np.maximum(x[batch], 0, out=y[batch])
+
+    parallel.map_chunks(forward_slice, parallel.batch_slices(len(x), x.nbytes), x.nbytes)
+    return y
+
+
+def relu_backward(grad_y, x):
+    """Same as :func:`minires.kernels.activation.relu_backward`: ``grad_y * [x > 0]``."""
+    if not (_batched(grad_y, x) and grad_y.shape == x.shape):
+        return activation.relu_backward(grad_y, x)
+    grad_x = np.empty(grad_y.shape, dtype=np.result_type(grad_y.dtype, np.bool_))
+
+    def backward_slice(batch):
+        np.multiply(grad_y[batch], x[batch] > 0, out=grad_x[batch])
+
+    parallel.map_chunks(backward_slice, parallel.batch_slices(len(x), grad_x.nbytes),
+                        grad_x.nbytes)
+    return grad_x

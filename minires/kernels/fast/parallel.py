@@ -1,0 +1,121 @@
+"""Both cores: run a kernel's batch chunks on a small pool of threads (CPU fast kernels).
+
+A fast kernel already works in batch chunks (a convolution's column matrix per few images,
+BatchNorm's and ReLU's passes per slice of the batch).  :func:`map_chunks` hands those
+chunks to a pool of threads instead of a Python loop.  That pays because NumPy releases the
+GIL inside ``matmul``, ``copyto`` and large ufuncs, so the threads really run at once, each
+chunk's matrix product is single-threaded BLAS (OpenBLAS's own threads spin on products
+this small), and the copies, BatchNorm and ReLU, which BLAS never threads, are split too.
+
+How many threads: as many as BLAS is allowed *now* (``OPENBLAS_NUM_THREADS``,
+``threadpoolctl.threadpool_limits``; OpenBLAS's default is one per core), read at every
+call.  With one (or without ``threadpoolctl`` installed) every chunk runs in order on the
+calling thread, exactly as a loop would.  While the pool works, BLAS is limited to one
+thread and restored afterwards.
+
+Results do not depend on the thread count: each chunk writes its own slice of the output,
+and anything summed over chunks is summed by the caller, in chunk order, from the per-chunk
+results this function returns in order.  The tests check 1 and 2 threads bit for bit.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import itertools
+import threading
+
+#: Arrays smaller than this are not split: a pool hand-off costs tens of microseconds.
+MIN_PARALLEL_BYTES = 2**20
+
+_state = threading.local()  # .in_pool: True on the pool's own threads (no nesting)
+_lock = threading.Lock()
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_size = 0
+_blas = None  # threadpoolctl's controller for NumPy's BLAS; False when unavailable
+
+
+def _blas_controller():
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _blas = False
+        else:
+            _blas = ThreadpoolController().select(user_api="blas") or False
+    return _blas
+
+
+def threads() -> int:
+    """How many threads :func:`map_chunks` uses now: BLAS's current thread count (1
+    without ``threadpoolctl``)."""
+    blas = _blas_controller()
+    if not blas:
+        return 1
+    return max(1, min(lib.num_threads for lib in blas.lib_controllers))
+
+
+def _executor(size: int) -> concurrent.futures.ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size != size:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                size, thread_name_prefix="minires-kernel", initializer=_mark_pool_thread)
+            _pool_size = size
+        return _pool
+
+
+def _mark_pool_thread():
+    _state.in_pool = True
+
+
+def map_chunks(task, chunks, nbytes: int | None = None) -> list:
+    """``[task(chunk) for chunk in chunks]``, the calls spread over :func:`threads` threads.
+
+    ``task`` must write only its own chunk's part of any shared output.  ``nbytes``, the
+    size of the data the chunks cover, keeps small arrays on the calling thread
+    (:data:`MIN_PARALLEL_BYTES`).  An exception in any chunk is raised here.  Called
+    from a pool thread (a kernel inside a kernel) it runs the chunks in order there.
+    """
+    chunks = list(chunks)
+    count = threads() if len(chunks) > 1 and not getattr(_state, "in_pool", False) else 1
+    if count > 1 and nbytes is not None and nbytes < MIN_PARALLEL_BYTES:
+        count = 1
+    if count == 1:
+        return [task(chunk) for chunk in chunks]
+    pool = _executor(count - 1)
+    results = [None] * len(chunks)
+    next_index = itertools.count().__next__  # atomic under the GIL: each index taken once
+
+    def work():  # take the next chunk until none is left (dynamic: a slow thread does less)
+        while (i := next_index()) < len(chunks):
+            results[i] = task(chunks[i])
+
+    blas = _blas_controller()
+    with blas.limit(limits=1) if blas else contextlib.nullcontext():
+        helpers = [pool.submit(work) for _ in range(count - 1)]
+        _state.in_pool = True  # the calling thread works too
+        try:
+            work()
+        finally:
+            _state.in_pool = False
+            for helper in helpers:
+                helper.result()  # waits; re-raises a helper's exception
+    return results
+
+
+#: Target size of one slice of an elementwise pass (:func:`batch_slices`): small enough that
+#: a chain of passes over one slice finds it still in cache.
+SLICE_BYTES = 2**19
+
+
+def batch_slices(batch: int, nbytes: int) -> list:
+    """Contiguous slices of ``range(batch)`` for elementwise passes over an array of
+    ``nbytes`` whose first axis is the batch: about :data:`SLICE_BYTES` each, and at least
+    one per thread, e.g. ``[slice(0, 8), slice(8, 16), ...]``."""
+    pieces = max(1, min(batch, max(threads(), nbytes // SLICE_BYTES)))
+    bounds = [batch * i // pieces for i in range(pieces + 1)]
+    return [slice(lo, hi) for lo, hi in itertools.pairwise(bounds)]

@@ -1,0 +1,137 @@
+"""Tests for minires.kernels.fast.parallel (the kernel threads) and the fast ReLU.
+
+* ``map_chunks`` returns every chunk's result once, in chunk order; really runs chunks at
+  once on two threads (a barrier that only two concurrent chunks can pass); re-raises a
+  chunk's error; runs nested calls and small arrays on the calling thread; follows the BLAS
+  thread limit.
+* The fast kernels give bit-identical results on one thread and on two (the weight
+  gradient and BatchNorm's sums are summed in an order that does not depend on threads).
+* The fast ReLU equals the simple one, and falls back to it (and its errors) off its path.
+"""
+
+import itertools
+import threading
+
+import numpy as np
+import pytest
+
+from minires.kernels import activation
+from minires.kernels.fast import activation as fast_activation
+from minires.kernels.fast import conv as fast_conv
+from minires.kernels.fast import norm as fast_norm
+from minires.kernels.fast import parallel
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    """Pretend BLAS allows two threads, whatever this machine has."""
+    monkeypatch.setattr(parallel, "threads", lambda: 2)
+
+
+def test_map_chunks_returns_each_result_once_in_order(two_threads):
+    calls = []
+
+    def task(i):
+        calls.append(i)
+        return i * i
+
+    assert parallel.map_chunks(task, range(50)) == [i * i for i in range(50)]
+    assert sorted(calls) == list(range(50))
+
+
+def test_map_chunks_runs_chunks_at_once_on_two_threads(two_threads):
+    barrier = threading.Barrier(2, timeout=10)  # broken (an error) unless 2 chunks meet
+    idents = parallel.map_chunks(lambda _: (barrier.wait(), threading.get_ident())[1],
+                                 range(2))
+    assert len(set(idents)) == 2
+
+
+def test_map_chunks_reraises_a_chunks_error(two_threads):
+    def task(i):
+        if i == 7:
+            raise ValueError("chunk 7 failed")
+        return i
+
+    with pytest.raises(ValueError, match="chunk 7 failed"):
+        parallel.map_chunks(task, range(20))
+    assert parallel.map_chunks(lambda i: i, range(3)) == [0, 1, 2]  # the pool still works
+
+
+def test_nested_calls_and_small_arrays_stay_on_the_calling_thread(two_threads):
+    def inner(_):
+        here = threading.get_ident()
+        return set(parallel.map_chunks(lambda _: threading.get_ident(), range(8))) == {here}
+
+    assert all(parallel.map_chunks(inner, range(4)))
+    caller = threading.get_ident()
+    small = parallel.map_chunks(lambda _: threading.get_ident(), range(8), nbytes=1000)
+    assert set(small) == {caller}
+
+
+def test_threads_follow_the_blas_limit():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(1):
+        assert parallel.threads() == 1
+        caller = threading.get_ident()
+        assert set(parallel.map_chunks(lambda _: threading.get_ident(), range(8))) == {caller}
+
+
+@pytest.mark.parametrize("batch, nbytes", [(1, 10), (5, 10), (128, 8 * 2**20), (3, 2**30)])
+def test_batch_slices_cover_the_batch_in_order(batch, nbytes):
+    slices = parallel.batch_slices(batch, nbytes)
+    assert slices[0].start == 0 and slices[-1].stop == batch
+    assert all(a.stop == b.start for a, b in itertools.pairwise(slices))
+    assert all(s.stop > s.start for s in slices)
+
+
+# ------------------------------------------------------------------ one thread == two, bit for bit
+
+
+def _fast_results(rng):
+    """Forward and backward of the fast conv (several chunks), BatchNorm and ReLU."""
+    x = rng.standard_normal((12, 8, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    gamma = rng.standard_normal(8).astype(np.float32)
+    beta = rng.standard_normal(8).astype(np.float32)
+    y = fast_conv.conv2d_forward(x, w, None, 1, 1)
+    conv_grads = fast_conv.conv2d_backward(g, x, w, 1, 1)
+    strided_grads = fast_conv.conv2d_backward(g[:, :, ::2, ::2], x, w, 2, 1)
+    bn_y, cache = fast_norm.batch_norm_forward(y, gamma, beta, None, None, True)
+    bn_grads = fast_norm.batch_norm_backward(g, cache)
+    relu_y = fast_activation.relu_forward(bn_y)
+    relu_grad = fast_activation.relu_backward(g, relu_y)
+    return [y, *conv_grads[:2], *strided_grads[:2], bn_y, *bn_grads, relu_y, relu_grad]
+
+
+def test_one_thread_and_two_give_the_same_bits(monkeypatch):
+    monkeypatch.setattr(fast_conv, "CHUNK_BYTES", 16 * 16 * 72 * 4 * 3)  # 4 chunks of 3
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)
+    monkeypatch.setattr(parallel, "threads", lambda: 1)
+    one = _fast_results(np.random.default_rng(3))
+    monkeypatch.setattr(parallel, "threads", lambda: 2)
+    two = _fast_results(np.random.default_rng(3))
+    for a, b in zip(one, two, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- the fast ReLU
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5, 5), (64, 16, 8, 8), (6, 7)])
+def test_fast_relu_equals_simple(rng, two_threads, shape):
+    x = rng.standard_normal(shape)
+    x.flat[::7] = 0.0  # ReLU's kink: gradient 0 there in both
+    g = rng.standard_normal(shape)
+    y = fast_activation.relu_forward(x)
+    np.testing.assert_array_equal(y, activation.relu_forward(x))
+    np.testing.assert_array_equal(fast_activation.relu_backward(g, y),
+                                  activation.relu_backward(g, y))
+    assert fast_activation.relu_backward(g.astype(np.float32), y).dtype == np.float32
+
+
+def test_fast_relu_falls_back_and_keeps_the_errors(rng):
+    v = rng.standard_normal(5)  # no batch axis: the simple kernel
+    np.testing.assert_array_equal(fast_activation.relu_forward(v), np.maximum(v, 0))
+    with pytest.raises(ValueError, match="grad_y has shape"):
+        fast_activation.relu_backward(np.ones((2, 3)), np.ones((2, 4)))
