@@ -13,6 +13,11 @@ the step time at a tiny batch (the per-step floor of Python and NumPy call overh
 top Python functions by own time (cProfile) and torch's top operators (torch.profiler).
 The fast kernels are profiled (``kernels/fast/``); run with ``MINIRES_KERNELS=simple`` for
 the teaching ones (the timers then see fewer categories).
+
+The kernels run on one thread here (``threadpool_limits(1)``, also for torch): the
+categories are the step's work, which the kernel threads
+(``minires/kernels/fast/parallel.py``) then share out; ``bench_train.py`` times the
+multi-threaded step.
 """
 
 from __future__ import annotations
@@ -58,7 +63,9 @@ from minires.kernels import activation as act_kernels  # noqa: E402
 from minires.kernels import loss as loss_kernels  # noqa: E402
 from minires.kernels import norm as norm_kernels  # noqa: E402
 from minires.kernels import pool as pool_kernels  # noqa: E402
+from minires.kernels.fast import activation as fast_activation  # noqa: E402
 from minires.kernels.fast import conv as fast_conv  # noqa: E402
+from minires.kernels.fast import norm as fast_norm  # noqa: E402
 from minires.models import get_model  # noqa: E402
 from minires.optim import SGD  # noqa: E402
 
@@ -177,10 +184,12 @@ def instrument(timers: _Timers) -> _Patches:
     patches.set(fast_conv, "weight_to_matrix", as_gemm(LAYOUT, fast_conv.weight_to_matrix))
     for name in ("linear_forward", "linear_backward"):
         patches.set(act_kernels, name, timers.wrap(GEMM, getattr(act_kernels, name)))
-    for name in ("batch_norm_forward", "batch_norm_backward"):
-        patches.set(norm_kernels, name, timers.wrap(BATCHNORM, getattr(norm_kernels, name)))
-    for name in ("relu_forward", "relu_backward"):
-        patches.set(act_kernels, name, timers.wrap(RELU, getattr(act_kernels, name)))
+    for module in (norm_kernels, fast_norm):
+        for name in ("batch_norm_forward", "batch_norm_backward"):
+            patches.set(module, name, timers.wrap(BATCHNORM, getattr(module, name)))
+    for module in (act_kernels, fast_activation):
+        for name in ("relu_forward", "relu_backward"):
+            patches.set(module, name, timers.wrap(RELU, getattr(module, name)))
     for name in ("softmax_cross_entropy_forward", "softmax_cross_entropy_backward"):
         patches.set(loss_kernels, name, timers.wrap(OTHER_OPS, getattr(loss_kernels, name)))
     for name in ("global_avg_pool_forward", "global_avg_pool_backward"):
@@ -358,6 +367,13 @@ def main(argv=None) -> int:
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # the timers follow one thread's calls (see the docstring)
+        return _profile(args)
+
+
+def _profile(args) -> int:
     blas = blas_info()
     torch = None if args.no_torch else import_torch(blas["threads"])
     print(f"BLAS {blas['name']} {blas['version']} ({blas['threads']} threads); kernels "

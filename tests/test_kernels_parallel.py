@@ -2,15 +2,18 @@
 
 * ``map_chunks`` returns every chunk's result once, in chunk order; really runs chunks at
   once on two threads (a barrier that only two concurrent chunks can pass); re-raises a
-  chunk's error; runs nested calls and small arrays on the calling thread; follows the BLAS
-  thread limit.
+  chunk's error; runs calls from other threads and small arrays on the calling thread;
+  follows the BLAS thread limit and restores it; works in a forked child.
 * The fast kernels give bit-identical results on one thread and on two (the weight
   gradient and BatchNorm's sums are summed in an order that does not depend on threads).
 * The fast ReLU equals the simple one, and falls back to it (and its errors) off its path.
 """
 
 import itertools
+import os
+import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -57,15 +60,25 @@ def test_map_chunks_reraises_a_chunks_error(two_threads):
     assert parallel.map_chunks(lambda i: i, range(3)) == [0, 1, 2]  # the pool still works
 
 
-def test_nested_calls_and_small_arrays_stay_on_the_calling_thread(two_threads):
-    def inner(_):
+def test_other_threads_and_small_arrays_stay_on_the_calling_thread(two_threads):
+    """Only the main thread spreads chunks (OpenBLAS lets only it raise the BLAS thread
+    count back); inside a chunk on a pool thread, or on a user's thread, they run in order."""
+    def own_thread_only(_):
         here = threading.get_ident()
         return set(parallel.map_chunks(lambda _: threading.get_ident(), range(8))) == {here}
 
-    assert all(parallel.map_chunks(inner, range(4)))
-    caller = threading.get_ident()
+    results = parallel.map_chunks(lambda i: (threading.get_ident(), own_thread_only(i)),
+                                  range(8))
+    main = threading.get_ident()
+    assert all(ok for ident, ok in results if ident != main)
+    assert any(ident != main for ident, _ in results)
+    seen = []
+    user = threading.Thread(target=lambda: seen.append(own_thread_only(0)))
+    user.start()
+    user.join(10)
+    assert seen == [True]
     small = parallel.map_chunks(lambda _: threading.get_ident(), range(8), nbytes=1000)
-    assert set(small) == {caller}
+    assert set(small) == {main}
 
 
 def test_threads_follow_the_blas_limit():
@@ -74,6 +87,39 @@ def test_threads_follow_the_blas_limit():
         assert parallel.threads() == 1
         caller = threading.get_ident()
         assert set(parallel.map_chunks(lambda _: threading.get_ident(), range(8))) == {caller}
+
+
+def test_the_blas_limit_comes_back_after_the_pool_ran():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(2):
+        before = parallel.threads()
+        inside = parallel.map_chunks(lambda _: parallel.threads(), range(4))
+        assert parallel.threads() == before
+        if before > 1:  # the chunks ran with single-threaded BLAS
+            assert inside == [1, 1, 1, 1]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_a_new_pool(two_threads):
+    """The pool's threads do not survive fork: a child that used the parent's pool object
+    would wait forever for them."""
+    parallel.map_chunks(lambda i: i, range(4))  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if two-thread chunks still run
+        try:
+            ok = parallel.map_chunks(lambda i: i * 2, range(6)) == [0, 2, 4, 6, 8, 10]
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung in map_chunks")
 
 
 @pytest.mark.parametrize("batch, nbytes", [(1, 10), (5, 10), (128, 8 * 2**20), (3, 2**30)])

@@ -86,13 +86,16 @@ class _ChunkIm2col:
             self.cols = workspace.buffer(f"conv.{role}.cols",
                                          (self.rows, kernel[0] * kernel[1] * channels), dtype)
 
-    def __call__(self, x):
+    def __call__(self, x, x_channels_last=None):
+        """Columns of ``x`` (B, C, H, W); ``x_channels_last``, the same images already as
+        (B, H, W, C), if the caller has them (a cheaper copy than transposing ``x``)."""
         if self.gpu:
             return conv.im2col(x, *self.kernel, self.stride, self.padding, self.dilation)
         n, _, h, w = x.shape
         ph, pw = self.padding
         padded = self.padded[:n]
-        padded[:, ph:ph + h, pw:pw + w, :] = x.transpose(0, 2, 3, 1)  # border stays zero
+        padded[:, ph:ph + h, pw:pw + w, :] = (  # the border stays zero
+            x.transpose(0, 2, 3, 1) if x_channels_last is None else x_channels_last)
         return _unfold(padded, self.kernel, self.stride, self.dilation, self.out_hw, self.cols)
 
 
@@ -161,12 +164,13 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
         # G: (B*OH*OW, C_out), output pixels as rows like the columns.
         g = _scratch(xp, "conv.g", (chunk * out_h * out_w, c_out), x.dtype)
         g = g[:(batch.stop - batch.start) * out_h * out_w]
-        g.reshape(-1, out_h, out_w, c_out)[...] = grad_out[batch].transpose(0, 2, 3, 1)
+        g_channels_last = g.reshape(-1, out_h, out_w, c_out)
+        g_channels_last[...] = grad_out[batch].transpose(0, 2, 3, 1)
         grad_w_part = g.T @ unfold_x(x[batch])
         if as_convolution:
             unfold_g = _ChunkIm2col(xp, x.dtype, chunk, c_out, out_h, out_w, kernel, (1, 1),
                                     full_pad, dilation, "g")
-            g_cols = unfold_g(grad_out[batch])
+            g_cols = unfold_g(grad_out[batch], g_channels_last)
             gx_buf = _scratch(xp, "conv.gx", (chunk * h * w, c_in), x.dtype)
             gx = xp.matmul(g_cols, w_flipped, out=gx_buf[:len(g_cols)])
             grad_x[batch] = gx.reshape(-1, h, w, c_in).transpose(0, 3, 1, 2)

@@ -13,6 +13,7 @@ Each thread gets its own buffers (the key includes the thread), so the chunks th
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 
@@ -24,6 +25,15 @@ MAX_BUFFERS = 128
 
 _buffers: OrderedDict = OrderedDict()
 _lock = threading.Lock()
+
+
+def _new_lock_after_fork():  # a forked child's lock may have been held by a gone thread
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def buffer(tag: str, shape: tuple, dtype, zeros: bool = False) -> np.ndarray:
