@@ -181,3 +181,21 @@ def test_fast_relu_falls_back_and_keeps_the_errors(rng):
     np.testing.assert_array_equal(fast_activation.relu_forward(v), np.maximum(v, 0))
     with pytest.raises(ValueError, match="grad_y has shape"):
         fast_activation.relu_backward(np.ones((2, 3)), np.ones((2, 4)))
+
+
+def test_the_relu_op_runs_the_fast_kernel_unless_switched_off(monkeypatch):
+    import minires
+    from minires.ops.arithmetic import relu
+
+    calls = []
+    for name in ("relu_forward", "relu_backward"):
+        fast = getattr(fast_activation, name)
+        monkeypatch.setattr(fast_activation, name,
+                            lambda *a, _f=fast, _n=name: calls.append(_n) or _f(*a))
+    x = minires.Tensor(np.linspace(-1, 1, 24).reshape(2, 3, 4), requires_grad=True)
+    relu(x).sum().backward()
+    assert calls == ["relu_forward", "relu_backward"]
+    calls.clear()
+    with minires.kernels.use(fast=False):
+        relu(x).sum().backward()
+    assert calls == []

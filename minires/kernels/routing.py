@@ -1,7 +1,7 @@
 """Which kernel runs: the fast path, the simple (teaching) path, or a student's own.
 
-:mod:`minires.functional` calls the kernels through the functions below.  Each one looks
-at two things, at call time:
+:mod:`minires.functional` and the ReLU op call the kernels through the functions below.
+Each one looks at two things, at call time:
 
 * the switch ``fast`` (on by default; ``MINIRES_KERNELS=simple`` in the environment or
   ``minires.kernels.use(fast=False)`` turns it off): whether the fast twins in
