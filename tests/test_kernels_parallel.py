@@ -199,3 +199,22 @@ def test_the_relu_op_runs_the_fast_kernel_unless_switched_off(monkeypatch):
     with minires.kernels.use(fast=False):
         relu(x).sum().backward()
     assert calls == []
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_fast_batch_norm_on_any_memory_layout(rng, two_threads, monkeypatch, layout):
+    """The fast BatchNorm writes x_hat slice by slice and sums it in the same pass: that
+    must hold for inputs that are not C-contiguous too."""
+    from minires.kernels import norm
+
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)
+    base = rng.standard_normal((6, 3, 5, 8)) * 3 + 1
+    x = {"C": base, "F": np.asfortranarray(base), "strided": base[:, :, :, ::2]}[layout]
+    gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
+    g = rng.standard_normal(x.shape)
+    y_fast, cache_fast = fast_norm.batch_norm_forward(x, gamma, beta, None, None, True)
+    y_simple, cache_simple = norm.batch_norm_forward(x, gamma, beta, None, None, True)
+    np.testing.assert_allclose(y_fast, y_simple, rtol=1e-12, atol=1e-12)
+    for a, b in zip(fast_norm.batch_norm_backward(g, cache_fast),
+                    norm.batch_norm_backward(g, cache_simple), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

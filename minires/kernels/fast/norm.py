@@ -8,6 +8,8 @@ Changes, each measured (``benchmarks/README.md``):
   the sums of products (``sum((x - mean)^2)``, ``sum(dy * x_hat)``) are ``einsum``
   contractions, which need no temporary array the size of ``x``.  They are summed per
   image first, then over the batch, so the result is the same however the batch is split.
+  A slice's sums are taken in the pass that has it in cache (the centring; both sums of
+  the backward together).
 * The backward is fused into four in-place passes over one new array:
   ``dx = scale * (dy - (sum(dy) + x_hat * sum(dy * x_hat)) / m)``.
 * Every pass runs over slices of the batch on the kernel threads
@@ -28,20 +30,14 @@ from minires.kernels.fast import parallel
 simple_forward, simple_backward = norm.batch_norm_forward, norm.batch_norm_backward
 
 
-def _channel_sums(a3, b3=None):
-    """Per-channel sum of ``a`` (or of ``a * b``) over a ``(N, C, H*W)`` view: per image on
-    the kernel threads, then over the batch in image order (the same sums for any split)."""
-    per_image = np.empty(a3.shape[:2], dtype=np.result_type(a3, b3) if b3 is not None
-                         else a3.dtype)
-
-    def sum_slice(batch):
-        if b3 is None:
-            a3[batch].sum(axis=2, out=per_image[batch])
-        else:
-            np.einsum("nch,nch->nc", a3[batch], b3[batch], out=per_image[batch])
-
-    _each_slice(sum_slice, a3)
-    return per_image.sum(axis=0)
+def _sums_per_image(out, batch, a3, b3=None):
+    """``out[batch]`` = per-image, per-channel sums of ``a`` (or of ``a * b``) over an
+    ``(N, C, H*W)`` view.  Summing these rows over the batch afterwards (in image order)
+    gives the same per-channel sums however the batch was split into slices."""
+    if b3 is None:
+        a3[batch].sum(axis=2, out=out[batch])
+    else:
+        np.einsum("nch,nch->nc", a3[batch], b3[batch], out=out[batch])
 
 
 def _each_slice(task, a):
@@ -70,16 +66,20 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
         raise ValueError("Expected more than 1 value per channel when training, got input "
                          f"size {tuple(x.shape)}")
     vshape = (1, channels, 1, 1)
-    mean = _channel_sums(x.reshape(n, channels, -1)) / m
-    x_hat = np.empty_like(x)
+    x3 = x.reshape(n, channels, -1)
+    per_image = np.empty((n, channels), dtype=x.dtype)
+    _each_slice(lambda batch: _sums_per_image(per_image, batch, x3), x)
+    mean = per_image.sum(axis=0) / m
+    x_hat = np.empty(x.shape, dtype=x.dtype)  # C order: the reshape below is a view
+    centred = x_hat.reshape(n, channels, -1)
     mean_b = mean.astype(x.dtype, copy=False).reshape(vshape)
 
-    def centre_slice(batch):  # centred first: two passes, accurate in float32
-        np.subtract(x[batch], mean_b, out=x_hat[batch])
+    def centre_slice(batch):  # centred first (two passes, accurate in float32), then its
+        np.subtract(x[batch], mean_b, out=x_hat[batch])  # squares while still in cache
+        _sums_per_image(per_image, batch, centred, centred)
 
     _each_slice(centre_slice, x)
-    centred = x_hat.reshape(n, channels, -1)
-    var = _channel_sums(centred, centred) / m  # biased
+    var = per_image.sum(axis=0) / m  # biased
     norm.update_running_stats(running_mean, running_var, mean, var, momentum, m)
     inv_std = (1 / (var + eps) ** 0.5).astype(x.dtype, copy=False)
     inv_std_b = inv_std.reshape(vshape)
@@ -111,9 +111,16 @@ def batch_norm_backward(grad_y, cache):
     n, channels = grad_y.shape[:2]
     m = grad_y.size // channels
     vshape = (1, channels, 1, 1)
-    g3 = grad_y.reshape(n, channels, -1)
-    sum_dy = _channel_sums(g3)
-    sum_dy_xhat = _channel_sums(g3, x_hat.reshape(n, channels, -1))
+    g3, x_hat3 = grad_y.reshape(n, channels, -1), x_hat.reshape(n, channels, -1)
+    per_image_dy = np.empty((n, channels), dtype=grad_y.dtype)
+    per_image_dy_xhat = np.empty((n, channels), dtype=np.result_type(grad_y, x_hat))
+
+    def sums_slice(batch):  # both sums in one pass over each slice of dy
+        _sums_per_image(per_image_dy, batch, g3)
+        _sums_per_image(per_image_dy_xhat, batch, g3, x_hat3)
+
+    _each_slice(sums_slice, grad_y)
+    sum_dy, sum_dy_xhat = per_image_dy.sum(axis=0), per_image_dy_xhat.sum(axis=0)
     scale = inv_std if gamma is None else gamma.astype(grad_y.dtype, copy=False) * inv_std
     scale = scale.reshape(vshape)
     mean_dy, mean_dy_xhat = (sum_dy / m).reshape(vshape), (sum_dy_xhat / m).reshape(vshape)
