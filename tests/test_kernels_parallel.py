@@ -165,7 +165,11 @@ def test_one_thread_and_two_give_the_same_bits(monkeypatch):
 
 
 @pytest.mark.parametrize("shape", [(4, 3, 5, 5), (64, 16, 8, 8), (6, 7)])
-def test_fast_relu_equals_simple(rng, two_threads, shape):
+@pytest.mark.parametrize("split", [True, False])
+def test_fast_relu_equals_simple(rng, two_threads, monkeypatch, shape, split):
+    """Split into slices on two threads (``split``), and as one small array (which the
+    fast kernel hands to the simple one)."""
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0 if split else 2**40)
     x = rng.standard_normal(shape)
     x.flat[::7] = 0.0  # ReLU's kink: gradient 0 there in both
     g = rng.standard_normal(shape)

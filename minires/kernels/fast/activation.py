@@ -5,7 +5,8 @@ Same arguments and results as :func:`minires.kernels.activation.relu_forward` an
 slices (:func:`minires.kernels.fast.parallel.batch_slices`) that the kernel threads process
 at once, each writing its slice of one output array; the boolean mask of the backward then
 exists only one cache-sized slice at a time.  Anything but NumPy arrays with a batch axis
-(and equal shapes) goes to the simple kernels, which also raise their errors.
+(and equal shapes) of at least ``MIN_PARALLEL_BYTES`` goes to the simple kernels, which also
+raise their errors.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from minires.kernels.fast import parallel
 
 
 def _batched(*arrays) -> bool:
-    return all(isinstance(a, np.ndarray) and a.ndim >= 2 for a in arrays)
+    """NumPy arrays with a batch axis, big enough to split (small ones: the simple kernel,
+    the same numbers without the slicing's call overhead)."""
+    return all(isinstance(a, np.ndarray) and a.ndim >= 2
+               and a.nbytes >= parallel.MIN_PARALLEL_BYTES for a in arrays)
 
 
 def relu_forward(x):

@@ -93,10 +93,9 @@ def map_chunks(task, chunks, nbytes: int | None = None) -> list:
     """
     chunks = list(chunks)
     count = 1
-    if len(chunks) > 1 and threading.current_thread() is threading.main_thread():
+    if (len(chunks) > 1 and (nbytes is None or nbytes >= MIN_PARALLEL_BYTES)
+            and threading.current_thread() is threading.main_thread()):
         count = threads()
-    if count > 1 and nbytes is not None and nbytes < MIN_PARALLEL_BYTES:
-        count = 1
     if count == 1:
         return [task(chunk) for chunk in chunks]
     results = [None] * len(chunks)
@@ -129,7 +128,10 @@ SLICE_BYTES = 2**20
 def batch_slices(batch: int, nbytes: int) -> list:
     """Contiguous slices of ``range(batch)`` for elementwise passes over an array of
     ``nbytes`` whose first axis is the batch: about :data:`SLICE_BYTES` each, and at least
-    one per thread, e.g. ``[slice(0, 8), slice(8, 16), ...]``."""
+    one per thread, e.g. ``[slice(0, 8), slice(8, 16), ...]``; one slice for an array
+    too small to split (:data:`MIN_PARALLEL_BYTES`)."""
+    if nbytes < MIN_PARALLEL_BYTES:
+        return [slice(0, batch)]
     pieces = max(1, min(batch, max(threads(), nbytes // SLICE_BYTES)))
     bounds = [batch * i // pieces for i in range(pieces + 1)]
     return [slice(lo, hi) for lo, hi in itertools.pairwise(bounds)]
