@@ -222,3 +222,23 @@ def test_fast_batch_norm_on_any_memory_layout(rng, two_threads, monkeypatch, lay
     for a, b in zip(fast_norm.batch_norm_backward(g, cache_fast),
                     norm.batch_norm_backward(g, cache_simple), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_each_thread_has_its_own_buffers_freed_with_it():
+    from minires.kernels.fast import workspace
+
+    workspace.clear()
+    mine = workspace.buffer("t", (1000,), np.float32)
+    theirs = []
+    worker = threading.Thread(target=lambda: theirs.append(
+        workspace.buffer("t", (1000,), np.float32)))
+    worker.start()
+    worker.join(10)
+    assert theirs[0] is not mine and workspace.buffer("t", (1000,), np.float32) is mine
+    del theirs[:]
+    import gc
+
+    gc.collect()
+    assert workspace.nbytes() == mine.nbytes  # the ended thread's buffers are gone
+    workspace.clear()
+    assert workspace.nbytes() == 0

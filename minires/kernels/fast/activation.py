@@ -33,7 +33,7 @@ def relu_forward(x):
     def forward_slice(batch):
         np.maximum(x[batch], 0, out=y[batch])
 
-    parallel.map_chunks(forward_slice, parallel.batch_slices(len(x), x.nbytes), x.nbytes)
+    parallel.each_slice(forward_slice, x)
     return y
 
 
@@ -46,6 +46,5 @@ def relu_backward(grad_y, x):
     def backward_slice(batch):
         np.multiply(grad_y[batch], x[batch] > 0, out=grad_x[batch])
 
-    parallel.map_chunks(backward_slice, parallel.batch_slices(len(x), grad_x.nbytes),
-                        grad_x.nbytes)
+    parallel.each_slice(backward_slice, grad_x)
     return grad_x

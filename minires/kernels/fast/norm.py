@@ -40,11 +40,6 @@ def _sums_per_image(out, batch, a3, b3=None):
         np.einsum("nch,nch->nc", a3[batch], b3[batch], out=out[batch])
 
 
-def _each_slice(task, a):
-    """``task(batch)`` for slices of the batch of ``a``, on the kernel threads."""
-    parallel.map_chunks(task, parallel.batch_slices(len(a), a.nbytes), a.nbytes)
-
-
 def _fast(x) -> bool:
     return isinstance(x, np.ndarray) and x.ndim == 4
 
@@ -68,7 +63,7 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
     vshape = (1, channels, 1, 1)
     x3 = x.reshape(n, channels, -1)
     per_image = np.empty((n, channels), dtype=x.dtype)
-    _each_slice(lambda batch: _sums_per_image(per_image, batch, x3), x)
+    parallel.each_slice(lambda batch: _sums_per_image(per_image, batch, x3), x)
     mean = per_image.sum(axis=0) / m
     x_hat = np.empty(x.shape, dtype=x.dtype)  # C order: the reshape below is a view
     centred = x_hat.reshape(n, channels, -1)
@@ -78,7 +73,7 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
         np.subtract(x[batch], mean_b, out=x_hat[batch])  # squares while still in cache
         _sums_per_image(per_image, batch, centred, centred)
 
-    _each_slice(centre_slice, x)
+    parallel.each_slice(centre_slice, x)
     var = per_image.sum(axis=0) / m  # biased
     norm.update_running_stats(running_mean, running_var, mean, var, momentum, m)
     inv_std = (1 / (var + eps) ** 0.5).astype(x.dtype, copy=False)
@@ -96,7 +91,7 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
         if beta_b is not None:
             y[batch] += beta_b
 
-    _each_slice(normalise_slice, x)
+    parallel.each_slice(normalise_slice, x)
     return y, norm.BatchNormCache(x_hat, inv_std, gamma, beta is not None, True)
 
 
@@ -119,7 +114,7 @@ def batch_norm_backward(grad_y, cache):
         _sums_per_image(per_image_dy, batch, g3)
         _sums_per_image(per_image_dy_xhat, batch, g3, x_hat3)
 
-    _each_slice(sums_slice, grad_y)
+    parallel.each_slice(sums_slice, grad_y)
     sum_dy, sum_dy_xhat = per_image_dy.sum(axis=0), per_image_dy_xhat.sum(axis=0)
     scale = inv_std if gamma is None else gamma.astype(grad_y.dtype, copy=False) * inv_std
     scale = scale.reshape(vshape)
@@ -133,6 +128,6 @@ def batch_norm_backward(grad_y, cache):
         np.subtract(grad_y[batch], gx, out=gx)
         gx *= scale
 
-    _each_slice(grad_slice, grad_y)
+    parallel.each_slice(grad_slice, grad_y)
     return (grad_x, None if gamma is None else sum_dy_xhat.astype(grad_y.dtype, copy=False),
             sum_dy if has_beta else None)

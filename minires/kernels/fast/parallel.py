@@ -135,3 +135,12 @@ def batch_slices(batch: int, nbytes: int) -> list:
     pieces = max(1, min(batch, max(threads(), nbytes // SLICE_BYTES)))
     bounds = [batch * i // pieces for i in range(pieces + 1)]
     return [slice(lo, hi) for lo, hi in itertools.pairwise(bounds)]
+
+
+def each_slice(task, array) -> None:
+    """``task(batch)`` for the :func:`batch_slices` of ``array``'s first axis, on the kernel
+    threads; an array under :data:`MIN_PARALLEL_BYTES` is one call, here (no overhead)."""
+    if array.nbytes < MIN_PARALLEL_BYTES:
+        task(slice(0, len(array)))
+    else:
+        map_chunks(task, batch_slices(len(array), array.nbytes), array.nbytes)

@@ -7,63 +7,68 @@ pages the operating system must fault in and zero; keeping one buffer per (purpo
 dtype) and handing it out again avoids that.  A buffer is only scratch: its contents are
 overwritten by every caller, and no result handed back to the user ever lives in one.
 
-Each thread gets its own buffers (the key includes the thread), so the chunks that
-:mod:`minires.kernels.fast.parallel` runs at once never share scratch memory.
+Each thread has its own buffers, so the chunks that :mod:`minires.kernels.fast.parallel`
+runs at once never share scratch memory (and a lookup needs no lock).
 """
 
 from __future__ import annotations
 
-import os
 import threading
+import weakref
 from collections import OrderedDict
 
 import numpy as np
 
-#: Most buffers kept at once; the least recently used is dropped beyond this.  A ResNet
-#: has a handful of distinct convolution shapes, each needing about five buffers per thread.
-MAX_BUFFERS = 128
-
-_buffers: OrderedDict = OrderedDict()
-_lock = threading.Lock()
+#: Most buffers one thread keeps; its least recently used is dropped beyond this.  A ResNet
+#: has a handful of distinct convolution shapes, each needing about five buffers.
+MAX_BUFFERS = 48
 
 
-def _new_lock_after_fork():  # a forked child's lock may have been held by a gone thread
-    global _lock
-    _lock = threading.Lock()
+
+class _Buffers(OrderedDict):
+    """One thread's buffers (a class of its own so that :data:`_all` can hold it weakly:
+    when the thread ends, its buffers are freed)."""
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock_after_fork)
+_local = threading.local()  # .buffers: this thread's _Buffers
+_all = weakref.WeakValueDictionary()  # thread id -> that live thread's _Buffers
+
+
+def _mine() -> _Buffers:
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = _Buffers()
+        _all[threading.get_ident()] = buffers
+    return buffers
 
 
 def buffer(tag: str, shape: tuple, dtype, zeros: bool = False) -> np.ndarray:
-    """A reusable scratch array of ``shape`` and ``dtype`` for purpose ``tag``.
+    """A reusable scratch array of ``shape`` and ``dtype`` for purpose ``tag``, this
+    thread's own.
 
     ``zeros=True`` asks for an array that was zero when created: the caller promises to
     write only where it wrote before (e.g. the inside of a zero-padded image, whose border
     then stays zero), so ``tag`` must say everything that fixes that region (the padding).
     """
-    key = (tag, tuple(shape), np.dtype(dtype).str, zeros, threading.get_ident())
-    with _lock:
-        array = _buffers.get(key)
-        if array is not None:
-            _buffers.move_to_end(key)
-            return array
-    array = (np.zeros if zeros else np.empty)(shape, dtype=dtype)  # outside the lock
-    with _lock:
-        _buffers[key] = array
-        while len(_buffers) > MAX_BUFFERS:
-            _buffers.popitem(last=False)  # a thread still using it keeps its reference
+    buffers = _mine()
+    key = (tag, tuple(shape), np.dtype(dtype).str, zeros)
+    array = buffers.get(key)
+    if array is None:
+        array = buffers[key] = (np.zeros if zeros else np.empty)(shape, dtype=dtype)
+        while len(buffers) > MAX_BUFFERS:
+            buffers.popitem(last=False)
+    else:
+        buffers.move_to_end(key)
     return array
 
 
 def clear() -> None:
-    """Drop every kept buffer (frees their memory)."""
-    with _lock:
-        _buffers.clear()
+    """Drop every kept buffer, every thread's (frees their memory).  Call it while no
+    kernel runs."""
+    for buffers in list(_all.values()):
+        buffers.clear()
 
 
 def nbytes() -> int:
-    """Bytes held by the kept buffers."""
-    with _lock:
-        return sum(a.nbytes for a in _buffers.values())
+    """Bytes held by the kept buffers of every thread."""
+    return sum(a.nbytes for buffers in list(_all.values()) for a in list(buffers.values()))
