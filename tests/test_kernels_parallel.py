@@ -203,6 +203,11 @@ def test_the_relu_op_runs_the_fast_kernel_unless_switched_off(monkeypatch):
     with minires.kernels.use(fast=False):
         relu(x).sum().backward()
     assert calls == []
+    # A plain module attribute takes effect, as for the other kernels (routing.py).
+    monkeypatch.setattr(activation, "relu_backward", lambda g, y: g * 0 + 7)
+    x.grad = None
+    relu(x).sum().backward()
+    assert calls == ["relu_forward"] and np.all(x.grad.numpy() == 7)
 
 
 @pytest.mark.parametrize("layout", ["C", "F", "strided"])

@@ -301,11 +301,20 @@ def max_pool2d_backward(grad_y, saved, x_shape, kernel_size, stride, padding):
     return pool.max_pool2d_backward(grad_y, saved, x_shape, kernel_size, stride, padding)
 
 
+
+_BUILTIN_RELU = (activation.relu_forward, activation.relu_backward)
+
+
 def relu_forward(x):
-    """:func:`minires.kernels.activation.relu_forward`, fast or simple."""
-    return (fast_activation if _fast else activation).relu_forward(x)
+    """:func:`minires.kernels.activation.relu_forward`, fast or simple (a replaced module
+    attribute, ``activation.relu_forward = mine``, takes effect as for the other kernels)."""
+    simple = activation.relu_forward
+    return (fast_activation.relu_forward if _fast and simple is _BUILTIN_RELU[0]
+            else simple)(x)
 
 
 def relu_backward(grad_y, x):
-    """:func:`minires.kernels.activation.relu_backward`, fast or simple."""
-    return (fast_activation if _fast else activation).relu_backward(grad_y, x)
+    """:func:`minires.kernels.activation.relu_backward`, fast or simple (or a replaced one)."""
+    simple = activation.relu_backward
+    return (fast_activation.relu_backward if _fast and simple is _BUILTIN_RELU[1]
+            else simple)(grad_y, x)

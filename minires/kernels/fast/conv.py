@@ -29,8 +29,8 @@ from minires.kernels import conv, geometry
 from minires.kernels.fast import parallel, workspace
 
 #: Target size in bytes of one chunk's column matrix on the CPU: small enough to stay in
-#: cache (see benchmarks/README.md for the measurements; 1 MiB measured faster on a loaded
-#: machine but is not the default yet).
+#: cache, big enough that two threads' hand-offs cost little (benchmarks/README.md: at two
+#: threads 2-4 MiB is fastest; at one thread 1-4 MiB are within 3%).
 CHUNK_BYTES = 4 * 2**20
 
 # The teaching path's pieces this module calls (module names, so a profiler can wrap them).
