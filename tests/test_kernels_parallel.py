@@ -6,7 +6,10 @@
   follows the BLAS thread limit and restores it; works in a forked child.
 * The fast kernels give bit-identical results on one thread and on two (the weight
   gradient and BatchNorm's sums are summed in an order that does not depend on threads).
-* The fast ReLU equals the simple one, and falls back to it (and its errors) off its path.
+* The fast ReLU equals the simple one, and falls back to it (and its errors) off its path;
+  the ReLU op runs it unless the kernels are switched to simple or replaced.
+* The fast BatchNorm is right for inputs of any memory layout; each thread has its own
+  scratch buffers, freed when the thread ends.
 """
 
 import itertools
