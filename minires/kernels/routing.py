@@ -44,6 +44,8 @@ def _fast_from_environment() -> bool:
 _fast = _fast_from_environment()
 
 #: The replaceable kernels: name -> (module, attribute), with the built-in function.
+#: (``use()`` plugs in the ones with an exercise stub, :data:`_ADAPTERS`; the ReLU kernels
+#: are replaced as module attributes only.)
 SEAMS = {
     "im2col": (conv, "im2col"),
     "col2im": (conv, "col2im"),
@@ -52,6 +54,8 @@ SEAMS = {
     "batch_norm_backward": (norm, "batch_norm_backward"),
     "max_pool2d_backward": (pool, "max_pool2d_backward"),
     "sigmoid_backward": (activation, "sigmoid_backward"),
+    "relu_forward": (activation, "relu_forward"),
+    "relu_backward": (activation, "relu_backward"),
 }
 BUILTIN = {name: getattr(module, attr) for name, (module, attr) in SEAMS.items()}
 
@@ -302,19 +306,14 @@ def max_pool2d_backward(grad_y, saved, x_shape, kernel_size, stride, padding):
 
 
 
-_BUILTIN_RELU = (activation.relu_forward, activation.relu_backward)
-
-
 def relu_forward(x):
     """:func:`minires.kernels.activation.relu_forward`, fast or simple (a replaced module
     attribute, ``activation.relu_forward = mine``, takes effect as for the other kernels)."""
-    simple = activation.relu_forward
-    return (fast_activation.relu_forward if _fast and simple is _BUILTIN_RELU[0]
-            else simple)(x)
+    fast = _fast and not replaced("relu_forward")
+    return (fast_activation if fast else activation).relu_forward(x)
 
 
 def relu_backward(grad_y, x):
     """:func:`minires.kernels.activation.relu_backward`, fast or simple (or a replaced one)."""
-    simple = activation.relu_backward
-    return (fast_activation.relu_backward if _fast and simple is _BUILTIN_RELU[1]
-            else simple)(grad_y, x)
+    fast = _fast and not replaced("relu_backward")
+    return (fast_activation if fast else activation).relu_backward(grad_y, x)

@@ -139,8 +139,5 @@ def batch_slices(batch: int, nbytes: int) -> list:
 
 def each_slice(task, array) -> None:
     """``task(batch)`` for the :func:`batch_slices` of ``array``'s first axis, on the kernel
-    threads; an array under :data:`MIN_PARALLEL_BYTES` is one call, here (no overhead)."""
-    if array.nbytes < MIN_PARALLEL_BYTES:
-        task(slice(0, len(array)))
-    else:
-        map_chunks(task, batch_slices(len(array), array.nbytes), array.nbytes)
+    threads; an array under :data:`MIN_PARALLEL_BYTES` is one slice, one call, here."""
+    map_chunks(task, batch_slices(len(array), array.nbytes))
